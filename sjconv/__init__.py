@@ -1,0 +1,23 @@
+"""sjconv: convert QCFS-trained CNNs into SpikingJelly spiking networks and run them.
+
+    import sjconv
+    ann = sjconv.models.vgg16(num_classes=10)
+    snn = sjconv.convert(ann, method="qcfs", step_mode="m", backend="torch")
+    logits = sjconv.simulate(snn, images, T=64)                       # [T, N, classes]
+    acc = sjconv.evaluate(snn, loader, T=[1, 2, 4, 8, 16, 32, 64])    # {T: accuracy %}
+"""
+
+from . import models, neurons, srp
+from .checkpoint import load_checkpoint
+from .convert import ConvertedSNN, convert
+from .errors import BackendUnavailableError, CheckpointError, ConversionError, SjconvError
+from .neurons import ConvertedIFNode, SignedIFNode, SRPIFNode, SRPSignedIFNode
+from .qcfs import QCFS
+from .simulate import evaluate, evaluate_ann, iter_logits, simulate
+
+__version__ = "0.1.0"
+
+__all__ = ["models", "neurons", "srp", "QCFS", "convert", "ConvertedSNN", "simulate", "evaluate",
+           "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode", "SignedIFNode",
+           "SRPIFNode", "SRPSignedIFNode", "SjconvError", "CheckpointError", "ConversionError",
+           "BackendUnavailableError"]

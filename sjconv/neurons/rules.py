@@ -1,0 +1,57 @@
+"""The neuron update rules of METHODS.md §2-§4, written once, one time step at a time.
+
+Every backend must reproduce these bit for bit: the torch backend calls them in a loop and
+the tests compare other backends and step modes against them.
+
+State conventions (shared by all backends):
+- ``v`` (membrane potential) is float32 whatever the input dtype; arithmetic is float32.
+- ``count`` (net spike count of a signed neuron) is float32 holding whole numbers.
+- ``mask`` (SRP) is a bool tensor or ``None`` (no masking, e.g. during the pre-run).
+- the output is θ·s in the input dtype, s ∈ {0, 1} or {-1, 0, 1}; masked outputs are +0.
+"""
+
+from typing import Optional
+
+import torch
+
+#: SRP keeps a neuron when its residual potential after the pre-run is above this fraction of θ
+SRP_MASK_FRACTION = 1e-3
+
+#: negative-spike rules of the signed neuron
+NEG_RULES = ("qcfs", "snm")
+
+
+def if_step(x: torch.Tensor, v: torch.Tensor, theta: float):
+    """Half-threshold IF, one step: ``v += x; s = v >= θ; v -= θ·s``. Returns ``(s, v)``."""
+    v = v + x
+    s = (v >= theta).to(v.dtype)
+    return s, v - theta * s
+
+
+def signed_if_step(x: torch.Tensor, v: torch.Tensor, count: torch.Tensor, theta: float,
+                   neg_rule: str = "qcfs"):
+    """Signed IF, one step. Returns ``(s, v, count)`` with s in {-1, 0, +1}.
+
+    ``neg_rule='qcfs'``: negative spike when ``v < 0`` and ``count > 0`` (default, §3).
+    ``neg_rule='snm'``: negative spike when ``v <= -θ`` and ``count > 0`` (Wang et al.).
+    A positive spike (``v >= θ``) always wins; the two conditions cannot both hold.
+    """
+    v = v + x
+    pos = v >= theta
+    below = (v <= -theta) if neg_rule == "snm" else (v < 0)
+    neg = below & (count > 0)
+    s = pos.to(v.dtype) - neg.to(v.dtype)
+    return s, v - theta * s, count + s
+
+
+def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch.Tensor]):
+    """Output of a step: θ·s in ``dtype``; where ``mask`` is False the output is +0."""
+    out = (s * theta).to(dtype)
+    if mask is not None:
+        out = out.masked_fill(~mask, 0)
+    return out
+
+
+def srp_mask(v: torch.Tensor, theta: float) -> torch.Tensor:
+    """SRP mask after the pre-run: keep neurons whose residual potential is > 1e-3·θ."""
+    return v > SRP_MASK_FRACTION * theta

@@ -1,0 +1,135 @@
+"""Running converted networks: per-step logits and accuracy after every T in one pass.
+
+The network output at step t is that step's logits; the prediction after t steps is the
+argmax of the mean (equivalently the sum) of the logits of steps 1..t (METHODS.md §2), so one
+run of T_max steps yields the accuracy of every T <= T_max. The static image is fed at every
+step. For SRP networks, ``tau`` pre-run steps come first and are not counted in T.
+
+How the steps are run follows the network's step mode: ``'s'`` calls the network once per
+step (memory independent of T); ``'m'`` folds T into the batch, optionally in chunks of
+``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
+chunks. Every way gives the same spikes and logits.
+"""
+
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+from tqdm.auto import tqdm
+
+from .convert import ConvertedSNN, step_mode_of
+from .neurons import begin_main_phase, spiking_nodes
+
+
+def _unwrap(snn: nn.Module):
+    if isinstance(snn, ConvertedSNN):
+        return snn.net, snn.tau
+    return snn, 0
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _run_steps(net: nn.Module, images: torch.Tensor, steps: int, mode: str,
+               chunk: Optional[int]) -> Iterator[torch.Tensor]:
+    """Feed ``images`` for ``steps`` steps; yields output blocks of shape [t, N, ...]."""
+    if mode == "s":
+        for _ in range(steps):
+            yield net(images).unsqueeze(0)
+        return
+    size = steps if not chunk else int(chunk)
+    for start in range(0, steps, size):
+        n = min(size, steps - start)
+        yield net(images.unsqueeze(0).expand(n, *images.shape))
+
+
+@torch.no_grad()
+def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
+                chunk: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """Reset ``snn``, run the SRP pre-run if any, then yield the main-run logits in blocks
+    ``[t, N, classes]`` (one block per step in 's' mode, per chunk in 'm' mode).
+
+    :param tau: SRP pre-run steps; defaults to the value the network was converted with
+    :param chunk: in 'm' mode, at most this many steps per network call (None: all at once)
+    """
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be >= 1 time steps, got {chunk}")
+    net, default_tau = _unwrap(snn)
+    tau = default_tau if tau is None else int(tau)
+    mode = step_mode_of(net)
+    functional.reset_net(net)
+    if tau:
+        nodes = [n for n in spiking_nodes(net) if n.srp]
+        if not nodes:
+            raise ValueError(f"tau={tau} pre-run steps were asked for, but the network has no SRP nodes "
+                             "(convert with method='srp' or 'srp+neg')")
+        for _ in _run_steps(net, images, tau, mode, chunk):
+            pass
+        begin_main_phase(net, nodes)
+    yield from _run_steps(net, images, T, mode, chunk)
+
+
+def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
+             chunk: Optional[int] = None) -> torch.Tensor:
+    """Per-step logits ``[T, N, classes]`` of ``snn`` on a batch of static ``images``."""
+    return torch.cat(list(iter_logits(snn, images, T, tau=tau, chunk=chunk)))
+
+
+def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
+    steps = sorted({int(T)} if isinstance(T, int) else {int(t) for t in T})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"time steps must be integers >= 1, got {T}")
+    return steps
+
+
+@torch.no_grad()
+def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
+             device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
+             chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN") -> Dict[int, float]:
+    """Top-1 accuracy (%) after every T in ``T``, from one run of max(T) steps per batch.
+
+    Logits are accumulated in float64 step by step in time order, so every step mode and
+    chunking gives the same predictions.
+    """
+    steps = _as_steps(T)
+    device = torch.device(device) if device is not None else _device_of(snn)
+    wanted = set(steps)
+    correct = {t: 0 for t in steps}
+    total = 0
+    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        images, labels = images.to(device), labels.to(device)
+        running, t = None, 0
+        for block in iter_logits(snn, images, steps[-1], tau=tau, chunk=chunk):
+            for logits in block:
+                t += 1
+                running = logits.double() if running is None else running + logits.double()
+                if t in wanted:
+                    correct[t] += int((running.argmax(dim=-1) == labels).sum())
+        total += labels.numel()
+    if total == 0:
+        raise ValueError("the data loader yielded no samples")
+    return {t: 100.0 * correct[t] / total for t in steps}
+
+
+@torch.no_grad()
+def evaluate_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, torch.device]] = None,
+                 progress: bool = True) -> float:
+    """Top-1 accuracy (%) of the ANN (the T = 0 column of the tables)."""
+    device = torch.device(device) if device is not None else _device_of(ann)
+    was_training = ann.training
+    ann.eval()
+    correct = total = 0
+    for images, labels in tqdm(loader, desc="ANN", disable=not progress, leave=False):
+        images, labels = images.to(device), labels.to(device)
+        correct += int((ann(images).argmax(dim=-1) == labels).sum())
+        total += labels.numel()
+    ann.train(was_training)
+    if total == 0:
+        raise ValueError("the data loader yielded no samples")
+    return 100.0 * correct / total
