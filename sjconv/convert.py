@@ -83,10 +83,6 @@ class ConvertedSNN(nn.Module):
         self.tau = tau
         self.backend = backend
 
-    @property
-    def step_mode(self) -> str:
-        return step_mode_of(self.net)
-
     def forward(self, x):
         return self.net(x)
 
@@ -98,7 +94,7 @@ def step_mode_of(net: nn.Module) -> str:
     """Step mode of the first step-mode-aware module of ``net`` ('s' if there is none)."""
     for m in net.modules():
         mode = getattr(m, "step_mode", None)
-        if mode in ("s", "m") and not isinstance(m, ConvertedSNN):
+        if mode in ("s", "m"):
             return mode
     return "s"
 

@@ -1,0 +1,194 @@
+"""Converted networks against the official QCFS SNN loop; step modes, chunking and methods agree."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional, layer
+
+import sjconv
+from sjconv.convert import step_mode_of
+from sjconv.errors import BackendUnavailableError, ConversionError
+from sjconv.neurons import SpikingNode
+from sjconv.qcfs import QCFS
+
+from reference import calibrate_thresholds, reference_network_logits
+
+METHODS = ["qcfs", "neg", "srp", "srp+neg"]
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 32, 32)
+    return calibrate_thresholds(sjconv.models.vgg16(num_classes=10), images), images
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(2)
+    images = torch.randn(3, 3, 32, 32)
+    return calibrate_thresholds(sjconv.models.resnet20(num_classes=10), images), images
+
+
+def _nodes(snn):
+    return [(n, m) for n, m in snn.net.named_modules() if isinstance(m, SpikingNode)]
+
+
+@pytest.mark.parametrize("fixture", ["vgg16", "resnet20"])
+@pytest.mark.parametrize("mode", ["m", "s"])
+def test_converted_network_matches_official_reference_loop(fixture, mode, request):
+    ann, images = request.getfixturevalue(fixture)
+    T = 6
+    snn = sjconv.convert(ann, method="qcfs", step_mode=mode)
+    ours = sjconv.simulate(snn, images, T)
+    ref = reference_network_logits(ann, images, T)
+    assert ours.shape == (T, images.shape[0], 10)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert ours.abs().sum() > 0
+
+
+def test_network_has_spikes_in_every_layer(vgg16):
+    ann, images = vgg16
+    snn = sjconv.convert(ann, "qcfs", "m")
+    from spikingjelly.activation_based import monitor
+    mon = monitor.OutputMonitor(snn.net, SpikingNode)
+    sjconv.simulate(snn, images, 8)
+    assert len(mon.records) == 15 and all((r != 0).any() for r in mon.records)
+    mon.remove_hooks()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_step_modes_and_chunks_agree_exactly(resnet20, method):
+    ann, images = resnet20
+    T = 7
+    runs = {}
+    for mode, chunk in [("m", None), ("s", None), ("m", 3), ("m", 1), ("m", 5)]:
+        snn = sjconv.convert(ann, method=method, step_mode=mode, tau=2 if "srp" in method else None)
+        from spikingjelly.activation_based import monitor
+        mon = monitor.OutputMonitor(snn.net, SpikingNode)
+        logits = sjconv.simulate(snn, images, T, chunk=chunk)
+        n_nodes = len(_nodes(snn))
+        calls = len(mon.records) // n_nodes
+        seqs = [torch.cat([mon.records[c * n_nodes + i] if mode == "m" else mon.records[c * n_nodes + i][None]
+                           for c in range(calls)]) for i in range(n_nodes)]
+        mon.remove_hooks()
+        runs[(mode, chunk)] = (logits, seqs)
+    base_logits, base_seqs = runs[("m", None)]
+    for key, (logits, seqs) in runs.items():
+        torch.testing.assert_close(logits, base_logits, rtol=1e-5, atol=1e-5, msg=f"{method} {key}")
+        for a, b in zip(seqs, base_seqs):
+            assert torch.equal(a, b), f"spikes differ for {method} {key}"
+
+
+def test_srp_with_tau_zero_equals_plain_qcfs(resnet20):
+    ann, images = resnet20
+    plain = sjconv.simulate(sjconv.convert(ann, "qcfs"), images, 5)
+    srp0 = sjconv.simulate(sjconv.convert(ann, "srp", tau=0), images, 5)
+    assert torch.equal(plain, srp0)
+
+
+def test_srp_prerun_changes_output_and_masks_per_sample(resnet20):
+    ann, images = resnet20
+    snn = sjconv.convert(ann, "srp", tau=4)
+    out = sjconv.simulate(snn, images, 5)
+    assert not torch.equal(out, sjconv.simulate(sjconv.convert(ann, "qcfs"), images, 5))
+    masks = [n.mask for _, n in _nodes(snn)]
+    assert all(m is not None and m.shape[0] == images.shape[0] for m in masks)
+    assert any(not torch.equal(m[0], m[1]) for m in masks)
+    assert any((~m).any() for m in masks)
+
+
+def test_neg_equals_qcfs_at_t1(resnet20):
+    ann, images = resnet20
+    a = sjconv.simulate(sjconv.convert(ann, "qcfs"), images, 1)
+    b = sjconv.simulate(sjconv.convert(ann, "neg"), images, 1)
+    assert torch.equal(a, b)
+
+
+def test_snn_mean_logits_approach_ann_as_T_grows():
+    torch.manual_seed(3)
+    images = torch.randn(8, 3, 32, 32)
+    ann = calibrate_thresholds(sjconv.models.resnet20(num_classes=10), images).eval()
+    with torch.no_grad():
+        target = ann(images)
+    logits = sjconv.simulate(sjconv.convert(ann, "qcfs"), images, 256)
+    mean = logits.cumsum(0) / torch.arange(1, 257).view(-1, 1, 1)
+    err = {t: float((mean[t - 1] - target).norm() / target.norm()) for t in (1, 4, 16, 64, 256)}
+    print("relative error of mean SNN logits vs ANN:", err)
+    assert err[256] < err[16] < err[1]
+    assert err[256] < 0.5 * err[4]
+
+
+def test_ann_is_unchanged_and_weights_copied(vgg16):
+    ann, images = vgg16
+    before = copy.deepcopy(ann.state_dict())
+    snn = sjconv.convert(ann, "neg")
+    assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())
+    assert isinstance(snn.net.layer1[0], layer.Conv2d) and isinstance(snn.net.layer1[2], SpikingNode)
+    assert snn.net.layer1[2].v_threshold == float(ann.layer1[2].thresh.detach())
+    assert not snn.training
+
+
+def test_user_model_converts_by_walking_the_tree():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), QCFS(4, 1.0))
+            self.act = QCFS(4, 1.0)
+
+        def forward(self, x):
+            return self.act(self.body(x) + x)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), QCFS(4, 1.0), Block(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Dropout(0.1), nn.Linear(4, 5)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    snn_m = sjconv.convert(model, "qcfs", "m")
+    snn_s = sjconv.convert(model, "qcfs", "s")
+    assert isinstance(snn_m.net[2], Block)
+    torch.testing.assert_close(sjconv.simulate(snn_m, x, 4), reference_network_logits(model, x, 4))
+    torch.testing.assert_close(sjconv.simulate(snn_s, x, 4), sjconv.simulate(snn_m, x, 4))
+
+
+def test_unsupported_module_is_named():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU()), nn.Flatten())
+    with pytest.raises(ConversionError, match=r"'1\.0' of type ReLU.*QCFS"):
+        sjconv.convert(model)
+    with pytest.raises(ConversionError, match="MaxPool2d.*AvgPool2d"):
+        sjconv.convert(nn.Sequential(nn.MaxPool2d(2)))
+
+
+def test_convert_argument_errors():
+    model = nn.Sequential(nn.Linear(2, 2), QCFS())
+    with pytest.raises(ValueError, match="method"):
+        sjconv.convert(model, method="foo")
+    with pytest.raises(ValueError, match="step_mode"):
+        sjconv.convert(model, step_mode="x")
+    with pytest.raises(ValueError, match="tau"):
+        sjconv.convert(model, method="qcfs", tau=3)
+    with pytest.raises(BackendUnavailableError, match="cupy"):
+        sjconv.convert(model, backend="cupy")
+
+
+def test_reset_net_and_set_step_mode_on_converted_network(resnet20):
+    ann, images = resnet20
+    snn = sjconv.convert(ann, "neg", "s")
+    expected = sjconv.simulate(snn, images, 3)
+    functional.set_step_mode(snn, "m")
+    assert step_mode_of(snn) == "m"
+    assert torch.allclose(sjconv.simulate(snn, images, 3), expected, atol=1e-5)
+
+
+def test_evaluate_reports_every_T_from_one_pass(resnet20):
+    ann, images = resnet20
+    labels = torch.tensor([0, 1, 2])
+    loader = [(images, labels)]
+    snn = sjconv.convert(ann, "qcfs")
+    acc = sjconv.evaluate(snn, loader, T=[1, 2, 4], progress=False)
+    logits = sjconv.simulate(snn, images, 4)
+    for t in (1, 2, 4):
+        pred = logits[:t].mean(0).argmax(-1)
+        assert acc[t] == pytest.approx(100.0 * float((pred == labels).float().mean()))
+    assert sjconv.evaluate_ann(ann, loader, progress=False) == pytest.approx(
+        100.0 * float((ann(images).argmax(-1) == labels).float().mean()))
