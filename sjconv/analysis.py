@@ -1,0 +1,468 @@
+"""Per-layer statistics of a converted SNN against its QCFS ANN, collected with forward hooks.
+
+For a batch of images, a method and a number of main-run steps T, :func:`analyze` reports per
+neuron layer (every QCFS module of the ANN and the spiking node at the same path of the SNN):
+
+- firing rate: nonzero outputs per neuron per step, split into positive and negative spikes;
+- the unevenness-error case fractions of METHODS.md §7, comparing the ANN's QCFS activation ``a``
+  with the SNN's mean output ``φ(T) = (1/T) Σ_t out[t]``;
+- the relative error ``‖φ(T) − a‖ / ‖a‖`` over the whole batch;
+
+and per synaptic layer (Conv/Linear) the synaptic operations of the SNN, the MACs of the ANN and
+an energy estimate. :func:`error_vs_T` gives the relative error after every requested T from one
+run of max(T) steps.
+
+Nothing in the networks is modified: the hooks only read tensors (they return ``None``), are
+removed in a ``finally`` block, and the simulation is the one of :func:`sjconv.simulate.iter_logits`,
+so the logits are bit-identical to a run without analysis. Statistics are running sums (one
+float64 sum of outputs per neuron layer, one spike-count map per synaptic layer), never a store
+of all steps. SRP pre-run steps are counted per module and kept out of every main-run statistic;
+their synaptic operations are reported separately.
+"""
+
+import math
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .convert import ConvertedSNN, step_mode_of
+from .neurons import METHODS, SpikingNode
+from .qcfs import QCFS
+from .simulate import iter_logits
+
+#: energy of one accumulate (a synaptic operation driven by a spike), pJ (45 nm, 32-bit float)
+E_AC_PJ = 0.9
+#: energy of one multiply-accumulate, pJ (45 nm, 32-bit float)
+E_MAC_PJ = 4.6
+
+#: case names of METHODS.md §7 (plus ``a0_below`` so that the fractions sum to 1)
+CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
+
+_SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+# ------------------------------------------------------------------------------ ANN side
+@torch.no_grad()
+def _ann_activations(ann: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """QCFS outputs of ``ann`` on ``images`` (eval mode), keyed by module path."""
+    acts: Dict[str, torch.Tensor] = {}
+    calls: Dict[str, int] = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            acts[name] = output.detach()
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in ann.named_modules()
+               if isinstance(m, QCFS)]
+    was_training = ann.training
+    try:
+        ann.eval()
+        ann(images)
+    finally:
+        ann.train(was_training)
+        for h in handles:
+            h.remove()
+    shared = sorted(name for name, n in calls.items() if n != 1)
+    if shared:
+        raise ValueError(f"QCFS module(s) {', '.join(shared)} run more than once per forward pass; "
+                         "per-layer analysis needs one module instance per activation layer")
+    return acts
+
+
+# ------------------------------------------------------------------------------ SNN side
+def _fanout_map(module: nn.Module, step_shape: Sequence[int], device) -> torch.Tensor:
+    """Number of outputs every input element of one sample connects to (float64, the sample's
+    input shape). Conv: gradient of Σ conv(x, all-ones weight) w.r.t. x, which counts each
+    (input element, output element) connection exactly, with stride, padding (any mode),
+    dilation and groups. Linear: ``out_features`` for every element."""
+    if isinstance(module, nn.Linear):
+        return torch.full(tuple(step_shape), float(module.out_features), dtype=torch.float64, device=device)
+    groups = module.groups
+    weight = torch.ones((groups, module.in_channels // groups) + tuple(module.kernel_size),
+                        dtype=torch.float64, device=device)
+    x = torch.zeros((1,) + tuple(step_shape), dtype=torch.float64, device=device, requires_grad=True)
+    with torch.enable_grad():
+        module._conv_forward(x, weight, None).sum().backward()
+    # one output channel per group was computed; every channel of the group connects alike
+    return x.grad[0] * (module.out_channels // groups)
+
+
+class _NeuronLayer:
+    """Running sums of one spiking node: Σ out over main steps, spike counts, errors at checkpoints."""
+
+    def __init__(self, name: str, node: SpikingNode, a: torch.Tensor):
+        self.name, self.node, self.a = name, node, a
+        self.a_norm = float(a.double().norm())
+        self.seen = 0          # steps seen, pre-run included
+        self.steps = 0         # main-run steps accumulated
+        self.sum = None        # float64 Σ out over main steps, shape of a
+        self.pos = 0
+        self.neg = 0
+        self.errors: Dict[int, Optional[float]] = {}
+        self.dtype = None
+
+    def rel_error(self) -> Optional[float]:
+        """‖φ − a‖ / ‖a‖ for the steps so far (None when ‖a‖ = 0: undefined)."""
+        if self.a_norm == 0.0:
+            return None
+        return float((self.sum / self.steps - self.a.double()).norm()) / self.a_norm
+
+
+class _SynapticLayer:
+    """Per-input-element spike counts of one Conv/Linear layer (main run and pre-run)."""
+
+    def __init__(self, name: str, module: nn.Module):
+        self.name, self.module = name, module
+        self.seen = 0
+        self.analog = None     # True when it runs before any neuron layer: its input is the image
+        self.fanout = None     # float64 map, shape of one sample's input
+        self.batch = None
+        self.count_main = None
+        self.count_pre = None
+
+
+class _Probe:
+    """Context manager that hooks every neuron and synaptic layer of ``net`` while it runs
+    ``tau`` pre-run steps and ``T`` main steps (as :func:`iter_logits` feeds them).
+
+    ``acts`` are the ANN's QCFS activations by path; ``checkpoints`` the main-run steps at which
+    each neuron layer's relative error is recorded; ``ops`` turns synaptic counting on.
+    """
+
+    def __init__(self, net: nn.Module, acts: Dict[str, torch.Tensor], tau: int, T: int,
+                 checkpoints: Iterable[int] = (), ops: bool = True):
+        self.net, self.tau, self.T = net, int(tau), int(T)
+        self.checkpoints = set(int(t) for t in checkpoints)
+        modules = dict(net.named_modules())
+        nodes = {name for name, m in modules.items() if isinstance(m, SpikingNode)}
+        missing = sorted(set(acts) - nodes)
+        extra = sorted(nodes - set(acts))
+        if missing or extra:
+            raise ValueError(
+                "the SNN does not match the ANN layer for layer: "
+                + (f"QCFS layers without a spiking node at the same path: {', '.join(missing)}; " if missing else "")
+                + (f"spiking nodes without a QCFS layer run by the ANN: {', '.join(extra)}" if extra else ""))
+        self.neurons = [_NeuronLayer(name, modules[name], acts[name])
+                        for name in modules if name in acts]
+        self.synapses = [_SynapticLayer(name, m) for name, m in modules.items()
+                         if ops and isinstance(m, _SYNAPTIC)]
+        self._default_mode = step_mode_of(net)
+        self._node_ran = False
+        self._handles = []
+
+    # ----------------------------------------------------------------- hooks
+    def _steps_of(self, module, tensor):
+        """(block as [n, N, ...], mode) for one call: 'm' modules get all steps at once."""
+        mode = getattr(module, "step_mode", self._default_mode)
+        return (tensor, mode) if mode == "m" else (tensor.unsqueeze(0), mode)
+
+    def _main_part(self, layer, block):
+        """Advance ``layer.seen`` by the block's steps; return the main-run steps of the block and
+        the pre-run steps (either may be empty)."""
+        start, n = layer.seen, block.shape[0]
+        layer.seen += n
+        cut = min(max(self.tau - start, 0), n)
+        return block[cut:], block[:cut]
+
+    def _on_root(self, module, inputs):
+        self._node_ran = False
+
+    def _on_node(self, layer: _NeuronLayer):
+        def hook(module, inputs, output):
+            self._node_ran = True
+            block, _ = self._steps_of(module, output)
+            main, _ = self._main_part(layer, block)
+            if main.shape[0] == 0:
+                return
+            if main.shape[1:] != layer.a.shape:
+                raise ValueError(f"layer '{layer.name}': SNN output step shape {tuple(main.shape[1:])} "
+                                 f"differs from the ANN activation shape {tuple(layer.a.shape)}")
+            if layer.sum is None:
+                layer.a = layer.a.to(output.device)
+                layer.sum = torch.zeros(layer.a.shape, dtype=torch.float64, device=output.device)
+                layer.dtype = output.dtype
+            for out in main:
+                layer.steps += 1
+                layer.sum += out.double()
+                layer.pos += int((out > 0).sum())
+                layer.neg += int((out < 0).sum())
+                if layer.steps in self.checkpoints:
+                    layer.errors[layer.steps] = layer.rel_error()
+        return hook
+
+    def _on_synapse(self, layer: _SynapticLayer):
+        def hook(module, inputs, output):
+            block, _ = self._steps_of(module, inputs[0])
+            if layer.analog is None:
+                layer.analog = not self._node_ran
+                layer.batch = block.shape[1]
+                step_shape = block.shape[2:]
+                layer.fanout = _fanout_map(module, step_shape, block.device)
+                layer.count_main = torch.zeros(step_shape, dtype=torch.int64, device=block.device)
+                layer.count_pre = torch.zeros_like(layer.count_main)
+            main, pre = self._main_part(layer, block)
+            if not layer.analog:
+                layer.count_main += (main != 0).sum(dim=(0, 1))
+                layer.count_pre += (pre != 0).sum(dim=(0, 1))
+        return hook
+
+    def __enter__(self):
+        try:
+            self._handles.append(self.net.register_forward_pre_hook(self._on_root))
+            for layer in self.neurons:
+                self._handles.append(layer.node.register_forward_hook(self._on_node(layer)))
+            for layer in self.synapses:
+                self._handles.append(layer.module.register_forward_hook(self._on_synapse(layer)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def check_complete(self):
+        """Every hooked module must have run exactly tau + T steps (one call per step or chunk)."""
+        want = self.tau + self.T
+        bad = [f"{layer.name} ({layer.seen})" for layer in self.neurons + self.synapses
+               if layer.seen not in (0, want)]
+        bad += [f"{layer.name} (0)" for layer in self.neurons if layer.seen == 0]
+        if bad:
+            raise RuntimeError(f"expected every layer to run {want} steps; steps seen: {', '.join(bad)} "
+                               "(modules shared between positions in the network are not supported)")
+
+
+# -------------------------------------------------------------------------- helpers
+def _unwrap(snn: nn.Module):
+    """(net, method, default tau) of a ConvertedSNN or a plain network of sjconv nodes."""
+    if isinstance(snn, ConvertedSNN):
+        return snn.net, snn.method, snn.tau
+    flags = {(n.signed, n.srp) for n in snn.modules() if isinstance(n, SpikingNode)}
+    names = [m for m, f in METHODS.items() if {f} == flags]
+    return snn, (names[0] if names else "mixed"), 0
+
+
+def _run(ann, snn, images, T, tau, chunk, checkpoints, ops):
+    net, method, default_tau = _unwrap(snn)
+    tau = default_tau if tau is None else int(tau)
+    if int(T) < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    acts = _ann_activations(ann, images)
+    with _Probe(net, acts, tau, T, checkpoints, ops) as probe:
+        for _ in iter_logits(snn, images, T, tau=tau, chunk=chunk):
+            pass
+    probe.check_complete()
+    return probe, method, tau
+
+
+def _tolerance(theta: float, dtype: Optional[torch.dtype], rtol: float, atol: float) -> float:
+    eps = torch.finfo(dtype).eps if dtype is not None and dtype.is_floating_point else 0.0
+    return max(rtol, 4.0 * eps) * theta + atol
+
+
+def _cases(a: torch.Tensor, phi: torch.Tensor, tol: float) -> Dict[str, float]:
+    a = a.double()
+    zero = a <= tol
+    above = phi > a + tol
+    below = phi < a - tol
+    exact = ~(above | below)
+    total = a.numel()
+    counts = {"a0_exact": zero & exact, "case1": zero & above, "a0_below": zero & below,
+              "apos_exact": ~zero & exact, "case2": ~zero & above, "case3": ~zero & below}
+    out = {k: int(v.sum()) / total for k, v in counts.items()}
+    out["a_zero"] = int(zero.sum()) / total
+    out["a_pos"] = 1.0 - out["a_zero"]
+    return out
+
+
+# ---------------------------------------------------------------------------- public
+def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
+            chunk: Optional[int] = None, rtol: float = 1e-6, atol: float = 1e-12) -> dict:
+    """Firing rates, §7 case fractions, relative errors and operation counts of ``snn`` (converted
+    from ``ann``) on ``images`` after ``T`` main-run steps. Returns a JSON-serialisable dict.
+
+    :param tau: SRP pre-run steps (default: the network's own); pre-run outputs are excluded from
+        rates, cases and errors, their synaptic operations are reported as ``sops_prerun``
+    :param chunk: in 'm' step mode, at most this many steps per network call
+    :param rtol, atol: φ and a count as equal when ``|φ − a| <= rtol'·θ + atol``, with
+        ``rtol' = max(rtol, 4·eps(output dtype))``: φ is a float mean of multiples of θ and a is
+        θ·k/L rounded to the activation dtype, so exact comparison would misfile equal values,
+        while any real difference is at least θ/(L·T). ``a = 0`` means ``a <= tol``.
+
+    Per neuron layer (``layers``): ``name`` (module path), ``theta``, ``neurons`` (per sample),
+    ``rate``/``rate_pos``/``rate_neg`` (nonzero, positive, negative outputs per neuron per step),
+    ``spikes_per_image``, ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
+    (a=0, φ>a), ``a0_below``, ``apos_exact``, ``case2`` (a>0, φ>a), ``case3`` (a>0, φ<a), summing to
+    1, and totals ``a_zero``, ``a_pos``), ``rel_error`` (None when ‖a‖ = 0).
+
+    Operations (``ops``), all per image: for each Conv/Linear layer ``macs`` are the ANN's
+    multiply-accumulates, counted as (input element, output element) connections of the layer,
+    i.e. without products with padding zeros (the analytic out_numel·C_in/groups·k² count includes
+    those and is larger for padded convolutions). A layer that runs before any neuron layer sees the
+    analog image (``input: 'analog'``): in the SNN it costs ``snn_macs`` = its MACs at every executed
+    step, pre-run included (an implementation caching the static image's result would pay it
+    once). Every other layer costs ``sops`` = Σ over main steps and input elements of
+    1[input ≠ 0] × the element's exact fan-out (either spike sign; after average pooling a
+    nonzero pooled value counts as one event), and ``sops_prerun`` for SRP pre-run steps.
+    Bias additions, batch norm (assumed folded), pooling and neuron updates are not counted.
+    Energy: SNN = (all SOPs)·E_AC + snn_macs·E_MAC, ANN = macs·E_MAC, with E_AC = 0.9 pJ and
+    E_MAC = 4.6 pJ (45 nm figures commonly used in the SNN literature).
+    """
+    probe, method, tau = _run(ann, snn, images, T, tau, chunk, checkpoints=(), ops=True)
+    layers = []
+    for layer in probe.neurons:
+        theta = float(layer.node.v_threshold)
+        step_numel = layer.a.numel()
+        batch = layer.a.shape[0] if layer.a.dim() else 1
+        denom = step_numel * layer.steps
+        phi = layer.sum / layer.steps
+        tol = _tolerance(theta, layer.dtype, rtol, atol)
+        layers.append({
+            "name": layer.name, "theta": theta, "neurons": step_numel // batch,
+            "rate": (layer.pos + layer.neg) / denom, "rate_pos": layer.pos / denom,
+            "rate_neg": layer.neg / denom, "spikes_per_image": (layer.pos + layer.neg) / batch,
+            "cases": _cases(layer.a, phi, tol), "rel_error": layer.rel_error()})
+
+    op_layers = []
+    for s in probe.synapses:
+        if s.analog is None:  # never ran
+            continue
+        per_sample = float(s.fanout.sum())
+        op = {"name": s.name, "input": "analog" if s.analog else "spikes", "macs": per_sample,
+              "sops": 0.0, "sops_prerun": 0.0, "snn_macs": 0.0}
+        if s.analog:
+            op["snn_macs"] = per_sample * s.seen
+        else:
+            op["sops"] = float((s.count_main.double() * s.fanout).sum()) / s.batch
+            op["sops_prerun"] = float((s.count_pre.double() * s.fanout).sum()) / s.batch
+        op_layers.append(op)
+    sops = sum(o["sops"] + o["sops_prerun"] for o in op_layers)
+    snn_macs = sum(o["snn_macs"] for o in op_layers)
+    ann_macs = sum(o["macs"] for o in op_layers)
+    ops = {"layers": op_layers, "snn_sops_per_image": sops, "snn_macs_per_image": snn_macs,
+           "ann_macs_per_image": ann_macs,
+           "snn_energy_pj": sops * E_AC_PJ + snn_macs * E_MAC_PJ, "ann_energy_pj": ann_macs * E_MAC_PJ,
+           "e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ}
+    return {"T": int(T), "method": method, "tau": tau, "images": int(images.shape[0]),
+            "layers": layers, "ops": ops}
+
+
+def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterable[int],
+               tau: Optional[int] = None, chunk: Optional[int] = None) -> dict:
+    """Relative error ‖φ(t) − a‖ / ‖a‖ per neuron layer for every t in ``Ts``, from ONE simulation
+    of max(Ts) main steps (φ(t) from a running sum). Returns
+    ``{"Ts": [...], "method", "tau", "layers": [{"name", "rel_error": [one value per t]}]}``
+    (a value is None where ‖a‖ = 0)."""
+    steps = sorted({int(t) for t in Ts})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"Ts must be integers >= 1, got {list(Ts)}")
+    probe, method, tau = _run(ann, snn, images, steps[-1], tau, chunk, checkpoints=steps, ops=False)
+    return {"Ts": steps, "method": method, "tau": tau,
+            "layers": [{"name": layer.name, "rel_error": [layer.errors[t] for t in steps]}
+                       for layer in probe.neurons]}
+
+
+def _fmt(value, spec=".4f"):
+    return "-" if value is None else format(value, spec)
+
+
+def format_layer_table(result: dict) -> str:
+    """Compact text table of an :func:`analyze` result: one row per neuron layer, then the
+    per-layer operation counts and the energy totals."""
+    head = (f"method={result['method']} T={result['T']} tau={result['tau']} images={result['images']}")
+    cols = ["layer", "theta", "neurons", "rate", "rate+", "rate-", "a=0", "c1", "a>0", "c2", "c3", "rel_err"]
+    rows = []
+    for L in result["layers"]:
+        c = L["cases"]
+        rows.append([L["name"], _fmt(L["theta"], ".4g"), str(L["neurons"]), _fmt(L["rate"]),
+                     _fmt(L["rate_pos"]), _fmt(L["rate_neg"]), _fmt(c["a_zero"]), _fmt(c["case1"]),
+                     _fmt(c["a_pos"]), _fmt(c["case2"]), _fmt(c["case3"]), _fmt(L["rel_error"])])
+    ops = result["ops"]
+    ocols = ["synaptic layer", "input", "ann_macs", "snn_sops", "sops_prerun", "snn_macs"]
+    orows = [[o["name"], o["input"], _fmt(o["macs"], ".4g"), _fmt(o["sops"], ".4g"),
+              _fmt(o["sops_prerun"], ".4g"), _fmt(o["snn_macs"], ".4g")] for o in ops["layers"]]
+
+    def table(cols, rows):
+        widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
+        line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w)  # noqa: E731
+                                   for i, (x, w) in enumerate(zip(r, widths)))
+        return [line(cols)] + [line(r) for r in rows]
+
+    foot = (f"per image: SNN {ops['snn_sops_per_image']:.4g} SOPs + {ops['snn_macs_per_image']:.4g} MACs"
+            f" = {ops['snn_energy_pj']:.4g} pJ; ANN {ops['ann_macs_per_image']:.4g} MACs"
+            f" = {ops['ann_energy_pj']:.4g} pJ (E_AC={ops['e_ac_pj']} pJ, E_MAC={ops['e_mac_pj']} pJ)")
+    return "\n".join([head] + table(cols, rows) + [""] + table(ocols, orows) + [foot])
+
+
+def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None, path_prefix: str = "analysis") -> List[str]:
+    """Write PNGs ``<prefix>_rates.png`` (firing rate per layer, positive/negative stacked),
+    ``<prefix>_cases.png`` (§7 case fractions per layer, stacked) and, with ``errors_vs_T``,
+    ``<prefix>_error_vs_T.png`` (relative error vs T, log-x, one line per layer). Uses matplotlib's
+    Agg canvas directly (no pyplot, no global backend change). Returns the written paths."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [L["name"] for L in result["layers"]]
+    x = list(range(len(names)))
+    width = max(6.0, 0.5 * len(names) + 2)
+    paths = []
+    title = f"{result['method']}, T={result['T']}" + (f", tau={result['tau']}" if result["tau"] else "")
+
+    def save(fig, suffix):
+        path = f"{path_prefix}_{suffix}.png"
+        FigureCanvasAgg(fig)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+
+    fig = Figure(figsize=(width, 4))
+    ax = fig.add_subplot()
+    pos = [L["rate_pos"] for L in result["layers"]]
+    neg = [L["rate_neg"] for L in result["layers"]]
+    ax.bar(x, pos, label="positive")
+    ax.bar(x, neg, bottom=pos, label="negative")
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("spikes / neuron / step")
+    ax.set_title(f"Firing rate ({title})")
+    ax.legend()
+    save(fig, "rates")
+
+    fig = Figure(figsize=(width, 4))
+    ax = fig.add_subplot()
+    labels = {"a0_exact": "a=0, φ=a", "case1": "case 1: a=0, φ>a", "a0_below": "a=0, φ<a",
+              "apos_exact": "a>0, φ=a", "case2": "case 2: a>0, φ>a", "case3": "case 3: a>0, φ<a"}
+    bottom = [0.0] * len(names)
+    for key in CASES:
+        vals = [L["cases"][key] for L in result["layers"]]
+        ax.bar(x, vals, bottom=bottom, label=labels[key])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of elements")
+    ax.set_title(f"Unevenness-error cases ({title})")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    save(fig, "cases")
+
+    if errors_vs_T is not None:
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.add_subplot()
+        Ts = errors_vs_T["Ts"]
+        for L in errors_vs_T["layers"]:
+            ax.plot(Ts, [math.nan if e is None else e for e in L["rel_error"]], marker="o", ms=3,
+                    label=L["name"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("T (main-run steps)")
+        ax.set_ylabel("‖φ(T) − a‖ / ‖a‖")
+        ax.set_title(f"Relative error vs T ({errors_vs_T['method']})")
+        ax.legend(fontsize=6, ncol=2)
+        save(fig, "error_vs_T")
+    return paths

@@ -1,0 +1,74 @@
+"""Pieces shared by the command-line tools: argument types, device checks, error handling."""
+
+import argparse
+import sys
+from typing import Callable, List, Optional
+
+import torch
+
+from ..errors import SjconvError
+from ..neurons import METHODS
+
+DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
+    """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
+    parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
+                        help="conversion methods, one table row each (default: %(default)s)")
+    parser.add_argument("--tau", type=int, default=4, help="SRP pre-run steps, not counted in T (default: 4)")
+    parser.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs",
+                        help="negative-spike rule of signed neurons (default: qcfs)")
+    parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
+                        help="time steps to report; one run of max(T) per batch (default: 1 2 4 ... 64)")
+    parser.add_argument("--step-mode", choices=["m", "s"], default="m",
+                        help="'m': T folded into the batch; 's': one step per call (default: m)")
+    parser.add_argument("--chunk", type=positive_int, default=None,
+                        help="in 'm' mode, simulate at most this many steps per call (default: all)")
+    parser.add_argument("--backend", choices=["torch", "cupy"], default="torch",
+                        help="neuron backend (default: torch)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
+    """The device to run on; clear errors for CUDA or CuPy asked on a machine without CUDA."""
+    if backend == "cupy" and not torch.cuda.is_available():
+        raise SjconvError("--backend cupy needs a CUDA GPU and none is visible: use --backend torch")
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SjconvError(f"unknown device '{name}': use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SjconvError(f"--device {name} asked but no CUDA GPU is visible: use --device cpu")
+    if backend == "cupy" and device.type != "cuda":
+        raise SjconvError("--backend cupy runs on the GPU: use --device cuda (or --backend torch)")
+    return device
+
+
+def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
+    """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback."""
+    try:
+        return main(argv)
+    except SjconvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except torch.OutOfMemoryError:
+        print("error: out of GPU memory: lower --batch-size, or simulate fewer steps per call with "
+              "--chunk N or --step-mode s", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    return 2

@@ -1,0 +1,80 @@
+"""Result tables (METHODS.md §6 layout), JSON files and accuracy-vs-T plots."""
+
+import json
+import os
+import tempfile
+from typing import Dict, Iterable, Mapping, Optional
+
+_LABELS = {"qcfs": "QCFS", "neg": "NegSpike", "srp": "SRP", "srp+neg": "SRP + Neg"}
+
+
+def method_label(method: str, tau: int = 0) -> str:
+    """Row label of a method; SRP rows state their pre-run steps, e.g. 'SRP (τ=4)'."""
+    label = _LABELS.get(method, method)
+    return f"{label} (τ={tau})" if method.startswith("srp") else label
+
+
+def format_table(title: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],
+                 ann_accuracy: Optional[float] = None) -> str:
+    """Accuracy table: first column the row label, then T=0 (the ANN, first row only), then one
+    column per T. Values are percentages with two decimals; missing entries are blank."""
+    steps = list(steps)
+    header = [title, "T=0"] + [str(t) for t in steps]
+    body = []
+    for i, (label, accs) in enumerate(rows.items()):
+        ann = f"{ann_accuracy:.2f}" if (i == 0 and ann_accuracy is not None) else ""
+        body.append([label, ann] + [f"{accs[t]:.2f}" if t in accs else "" for t in steps])
+    widths = [max(len(r[c]) for r in [header] + body) for c in range(len(header))]
+    widths = [max(w, 5) for w in widths]
+    return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + body)
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON atomically (a temporary file renamed into place): a crash never
+    leaves a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],
+                  ann_accuracy: Optional[float] = None, title: str = "") -> None:
+    """PNG of accuracy vs T (log2 axis), one line per method, the ANN as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(steps)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, accs in rows.items():
+        ts = [t for t in steps if t in accs]
+        ax.plot(ts, [accs[t] for t in ts], marker="o", label=label)
+    if ann_accuracy is not None:
+        ax.axhline(ann_accuracy, color="black", linestyle="--", linewidth=1, label=f"ANN ({ann_accuracy:.2f}%)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(t) for t in steps])
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def rows_from_results(results: Dict) -> Dict[str, Dict[int, float]]:
+    """Table rows from a results dict written by :func:`sjconv.experiment.run_methods`."""
+    return {m["label"]: {int(t): a for t, a in m["accuracy"].items()} for m in results["methods"]}

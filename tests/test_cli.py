@@ -1,0 +1,140 @@
+"""Command-line tools: smoke runs on a tiny synthetic CIFAR and clear one-line errors."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sjconv
+from sjconv.cli import eval_cifar, train_qcfs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_fake_cifar(root, dataset="cifar10", n=12, seed=0):
+    """Files in torchvision's CIFAR layout (pickled batches) holding ``n`` random images."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+    if dataset == "cifar10":
+        folder, classes, label_key, meta = "cifar-10-batches-py", 10, "labels", ("batches.meta", "label_names")
+        files = ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]
+    else:
+        folder, classes, label_key, meta = "cifar-100-python", 100, "fine_labels", ("meta", "fine_label_names")
+        files = ["test", "train"]
+    os.makedirs(os.path.join(root, folder), exist_ok=True)
+    for name in files:
+        batch = {"data": data, label_key: [int(v) for v in rng.integers(0, classes, n)]}
+        with open(os.path.join(root, folder, name), "wb") as f:
+            pickle.dump(batch, f)
+    with open(os.path.join(root, folder, meta[0]), "wb") as f:
+        pickle.dump({meta[1]: [f"class{i}" for i in range(classes)]}, f)
+
+
+@pytest.fixture
+def fake_cifar(tmp_path, monkeypatch):
+    """A data dir with synthetic CIFAR-10/100; torchvision's md5 check is bypassed for it."""
+    from torchvision.datasets import cifar
+    monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    write_fake_cifar(str(tmp_path / "data"), "cifar10")
+    write_fake_cifar(str(tmp_path / "data"), "cifar100")
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = sjconv.models.resnet20(num_classes=10, L=4, thresh=1.0)
+    path = tmp_path / "resnet20.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_eval_cifar_smoke(fake_cifar, tiny_checkpoint, capsys):
+    out = fake_cifar / "res" / "r.json"
+    code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "neg", "srp", "srp+neg",
+                           "--tau", "2", "-T", "1", "2", "4", "--limit", "10", "--batch-size", "4",
+                           "--device", "cpu", "--workers", "0", "--out", str(out), "--no-progress"])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split("|")[0].strip() == "CIFAR-10" and "T=0" in table[0]
+    assert [row.split("|")[0].strip() for row in table[1:]] == ["QCFS", "NegSpike", "SRP (τ=2)", "SRP + Neg (τ=2)"]
+    results = json.loads(out.read_text())
+    assert results["num_images"] == 10 and results["T"] == [1, 2, 4]
+    assert [m["method"] for m in results["methods"]] == ["qcfs", "neg", "srp", "srp+neg"]
+    assert all(set(m["accuracy"]) == {"1", "2", "4"} for m in results["methods"])
+    assert (fake_cifar / "res" / "r.png").stat().st_size > 1000
+
+
+def test_eval_cifar_step_modes_give_the_same_json(fake_cifar, tiny_checkpoint):
+    accs = []
+    for extra in (["--step-mode", "m"], ["--step-mode", "s"], ["--step-mode", "m", "--chunk", "3"]):
+        out = fake_cifar / f"r{len(accs)}.json"
+        assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+                               "--data-dir", str(fake_cifar / "data"), "--method", "neg", "-T", "1", "5", "8",
+                               "--limit", "8", "--device", "cpu", "--workers", "0", "--out", str(out),
+                               "--no-progress"] + extra) == 0
+        accs.append(json.loads(out.read_text())["methods"][0]["accuracy"])
+    assert accs[0] == accs[1] == accs[2]
+
+
+def test_cifar100_and_train_script(fake_cifar, capsys):
+    ckpt = fake_cifar / "ckpt" / "r20_c100.pth"
+    assert train_qcfs.cli(["--arch", "resnet20", "--dataset", "cifar100", "--data-dir", str(fake_cifar / "data"),
+                           "--epochs", "1", "--batch-size", "4", "--limit", "8", "--device", "cpu", "--workers", "0",
+                           "--L", "4", "--out", str(ckpt), "--no-progress"]) == 0
+    state = torch.load(ckpt, weights_only=True)
+    assert "conv2_x.0.act.thresh" in state and state["fc.weight"].shape == (100, 64)
+    out = fake_cifar / "c100.json"
+    assert eval_cifar.cli(["--arch", "resnet20", "--dataset", "cifar100", "--checkpoint", str(ckpt), "--L", "4",
+                           "--data-dir", str(fake_cifar / "data"), "-T", "2", "--limit", "4", "--device", "cpu",
+                           "--workers", "0", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["dataset"] == "cifar100"
+
+
+def run_example(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", "eval_cifar.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_cli_bad_inputs(tmp_path, tiny_checkpoint):
+    data = tmp_path / "empty"
+    data.mkdir()
+    base = ["--data-dir", str(data), "--device", "cpu", "--out", str(tmp_path / "never.json")]
+    proc = run_example("--arch", "resnet20", "--checkpoint", str(tmp_path / "missing.pth"), *base, cwd=tmp_path)
+    assert_one_line_error(proc, "checkpoint file not found")
+    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
+    assert_one_line_error(proc, "CIFAR-10 not found", "--download")
+    proc = run_example("--arch", "vgg16", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
+    assert_one_line_error(proc, "does not match architecture 'vgg16 (cifar10)'", "missing keys")
+    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--dataset", "cifar100",
+                       *base, cwd=tmp_path)
+    assert_one_line_error(proc, "shape mismatch: fc.bias (10,) vs (100,)")
+    if not torch.cuda.is_available():
+        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--backend", "cupy",
+                           "--data-dir", str(data), cwd=tmp_path)
+        assert_one_line_error(proc, "needs a CUDA GPU", "--backend torch")
+        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
+                           "--data-dir", str(data), cwd=tmp_path)
+        assert_one_line_error(proc, "no CUDA GPU", "--device cpu")
+    proc = run_example("--arch", "alexnet", "--checkpoint", str(tiny_checkpoint), cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid choice: 'alexnet'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "expected a number >= 1" in proc.stderr
+    assert not (tmp_path / "never.json").exists()
