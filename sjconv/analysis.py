@@ -141,10 +141,12 @@ class _Probe:
         missing = sorted(set(acts) - nodes)
         extra = sorted(nodes - set(acts))
         if missing or extra:
-            raise ValueError(
-                "the SNN does not match the ANN layer for layer: "
-                + (f"QCFS layers without a spiking node at the same path: {', '.join(missing)}; " if missing else "")
-                + (f"spiking nodes without a QCFS layer run by the ANN: {', '.join(extra)}" if extra else ""))
+            parts = []
+            if missing:
+                parts.append(f"QCFS layers without a spiking node at the same path: {', '.join(missing)}")
+            if extra:
+                parts.append(f"spiking nodes without a QCFS layer run by the ANN: {', '.join(extra)}")
+            raise ValueError("the SNN does not match the ANN layer for layer: " + "; ".join(parts))
         self.neurons = [_NeuronLayer(name, modules[name], acts[name])
                         for name in modules if name in acts]
         self.synapses = [_SynapticLayer(name, m) for name, m in modules.items()
@@ -155,9 +157,9 @@ class _Probe:
 
     # ----------------------------------------------------------------- hooks
     def _steps_of(self, module, tensor):
-        """(block as [n, N, ...], mode) for one call: 'm' modules get all steps at once."""
+        """One call's tensor as a block [n, N, ...]: 'm' modules get n steps at once, 's' one."""
         mode = getattr(module, "step_mode", self._default_mode)
-        return (tensor, mode) if mode == "m" else (tensor.unsqueeze(0), mode)
+        return tensor if mode == "m" else tensor.unsqueeze(0)
 
     def _main_part(self, layer, block):
         """Advance ``layer.seen`` by the block's steps; return the main-run steps of the block and
@@ -173,7 +175,7 @@ class _Probe:
     def _on_node(self, layer: _NeuronLayer):
         def hook(module, inputs, output):
             self._node_ran = True
-            block, _ = self._steps_of(module, output)
+            block = self._steps_of(module, output)
             main, _ = self._main_part(layer, block)
             if main.shape[0] == 0:
                 return
@@ -187,15 +189,15 @@ class _Probe:
             for out in main:
                 layer.steps += 1
                 layer.sum += out.double()
-                layer.pos += int((out > 0).sum())
-                layer.neg += int((out < 0).sum())
+                layer.pos = layer.pos + (out > 0).sum()  # tensors: no device sync per step
+                layer.neg = layer.neg + (out < 0).sum()
                 if layer.steps in self.checkpoints:
                     layer.errors[layer.steps] = layer.rel_error()
         return hook
 
     def _on_synapse(self, layer: _SynapticLayer):
         def hook(module, inputs, output):
-            block, _ = self._steps_of(module, inputs[0])
+            block = self._steps_of(module, inputs[0])
             if layer.analog is None:
                 layer.analog = not self._node_ran
                 layer.batch = block.shape[1]
@@ -326,10 +328,11 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
         denom = step_numel * layer.steps
         phi = layer.sum / layer.steps
         tol = _tolerance(theta, layer.dtype, rtol, atol)
+        pos, neg = int(layer.pos), int(layer.neg)
         layers.append({
             "name": layer.name, "theta": theta, "neurons": step_numel // batch,
-            "rate": (layer.pos + layer.neg) / denom, "rate_pos": layer.pos / denom,
-            "rate_neg": layer.neg / denom, "spikes_per_image": (layer.pos + layer.neg) / batch,
+            "rate": (pos + neg) / denom, "rate_pos": pos / denom, "rate_neg": neg / denom,
+            "spikes_per_image": (pos + neg) / batch,
             "cases": _cases(layer.a, phi, tol), "rel_error": layer.rel_error()})
 
     op_layers = []
@@ -362,9 +365,10 @@ def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterabl
     of max(Ts) main steps (φ(t) from a running sum). Returns
     ``{"Ts": [...], "method", "tau", "layers": [{"name", "rel_error": [one value per t]}]}``
     (a value is None where ‖a‖ = 0)."""
+    Ts = list(Ts)
     steps = sorted({int(t) for t in Ts})
     if not steps or steps[0] < 1:
-        raise ValueError(f"Ts must be integers >= 1, got {list(Ts)}")
+        raise ValueError(f"Ts must be integers >= 1, got {Ts}")
     probe, method, tau = _run(ann, snn, images, steps[-1], tau, chunk, checkpoints=steps, ops=False)
     return {"Ts": steps, "method": method, "tau": tau,
             "layers": [{"name": layer.name, "rel_error": [layer.errors[t] for t in steps]}
@@ -403,7 +407,8 @@ def format_layer_table(result: dict) -> str:
     return "\n".join([head] + table(cols, rows) + [""] + table(ocols, orows) + [foot])
 
 
-def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None, path_prefix: str = "analysis") -> List[str]:
+def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None,
+                  path_prefix: str = "analysis") -> List[str]:
     """Write PNGs ``<prefix>_rates.png`` (firing rate per layer, positive/negative stacked),
     ``<prefix>_cases.png`` (§7 case fractions per layer, stacked) and, with ``errors_vs_T``,
     ``<prefix>_error_vs_T.png`` (relative error vs T, log-x, one line per layer). Uses matplotlib's

@@ -17,7 +17,8 @@ from .srp import DEFAULT_TAU
 
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
                 tau: int = DEFAULT_TAU, step_mode: str = "m", backend: str = "torch", device=None,
-                chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs") -> Dict:
+                chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
+                memory_budget=None) -> Dict:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
     Returns a JSON-ready dict: ``ann_accuracy``, ``T`` and ``methods`` (a list of
@@ -26,6 +27,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     ann = ann.to(device).eval()
     started = time.perf_counter()
     results = {"T": list(steps), "step_mode": step_mode, "backend": backend, "chunk": chunk,
+               "memory_budget": memory_budget,
                "ann_accuracy": evaluate_ann(ann, loader, device=device, progress=progress),
                "ann_seconds": round(time.perf_counter() - started, 3), "methods": []}
     for method in methods:
@@ -34,7 +36,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
                       neg_rule=neg_rule)
         started = time.perf_counter()
         accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                            desc=method_label(method, method_tau))
+                            desc=method_label(method, method_tau), memory_budget=memory_budget)
         results["methods"].append({
             "method": method, "label": method_label(method, method_tau), "tau": method_tau,
             "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
@@ -52,3 +54,45 @@ def save_results(results: Dict, json_path: Optional[str], plot_path: Optional[st
         plot_accuracy(plot_path, results["T"], rows_from_results(results), results["ann_accuracy"], title)
     if json_path:
         write_json(json_path, results)
+
+
+def first_images(loader: Iterable, count: int):
+    """The first ``count`` images of ``loader`` as one batch."""
+    import torch
+
+    taken, seen = [], 0
+    for images, _ in loader:
+        taken.append(images[: count - seen])
+        seen += taken[-1].shape[0]
+        if seen >= count:
+            break
+    if not taken:
+        raise ValueError("the data loader yielded no samples")
+    return torch.cat(taken)
+
+
+def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Sequence[int],
+                    prefix: str, tau: int = DEFAULT_TAU, step_mode: str = "m", backend: str = "torch",
+                    device=None, chunk: Optional[int] = None, neg_rule: str = "qcfs") -> Dict:
+    """Per-layer analysis (:mod:`sjconv.analysis`) of every method at T = max(steps) and the
+    relative error at every T, on ``images``. Prints a per-layer table per method, writes
+    ``PREFIX_analysis.json`` and per-method PNGs ``PREFIX_<method>_{rates,cases,error_vs_T}.png``."""
+    from . import analysis
+
+    ann = ann.to(device).eval()
+    images = images.to(device)
+    report = {"images": int(images.shape[0]), "T": max(steps), "methods": []}
+    for method in methods:
+        method_tau = tau if method.startswith("srp") else 0
+        snn = convert(ann, method=method, step_mode=step_mode, backend=backend, tau=method_tau,
+                      neg_rule=neg_rule)
+        result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
+        errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
+        print(analysis.format_layer_table(result))
+        print()
+        result["label"] = method_label(method, method_tau)
+        result["error_vs_T"] = errors
+        report["methods"].append(result)
+        analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")
+    write_json(f"{prefix}_analysis.json", report)
+    return report

@@ -19,6 +19,7 @@ from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
 from .convert import ConvertedSNN, step_mode_of
+from .memory import choose_chunk
 from .neurons import begin_main_phase, spiking_nodes
 
 
@@ -47,22 +48,34 @@ def _run_steps(net: nn.Module, images: torch.Tensor, steps: int, mode: str,
         yield net(images.unsqueeze(0).expand(n, *images.shape))
 
 
+def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
+                   memory_budget) -> Optional[int]:
+    """The explicit chunk, else the one the budget allows in 'm' mode, else None (all steps)."""
+    if chunk is not None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 time steps, got {chunk}")
+        return int(chunk)
+    if memory_budget is not None and step_mode_of(net) == "m":
+        return choose_chunk(net, images, steps, memory_budget)
+    return None
+
+
 @torch.no_grad()
 def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
-                chunk: Optional[int] = None) -> Iterator[torch.Tensor]:
+                chunk: Optional[int] = None, memory_budget=None) -> Iterator[torch.Tensor]:
     """Reset ``snn``, run the SRP pre-run if any, then yield the main-run logits in blocks
     ``[t, N, classes]`` (one block per step in 's' mode, per chunk in 'm' mode).
 
     :param tau: SRP pre-run steps; defaults to the value the network was converted with
     :param chunk: in 'm' mode, at most this many steps per network call (None: all at once)
+    :param memory_budget: bytes (or '24GB'); in 'm' mode without ``chunk``, the chunk that fits
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    if chunk is not None and chunk < 1:
-        raise ValueError(f"chunk must be >= 1 time steps, got {chunk}")
     net, default_tau = _unwrap(snn)
     tau = default_tau if tau is None else int(tau)
     mode = step_mode_of(net)
+    chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
     functional.reset_net(net)
     if tau:
         nodes = [n for n in spiking_nodes(net) if n.srp]
@@ -76,9 +89,9 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
 
 
 def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
-             chunk: Optional[int] = None) -> torch.Tensor:
+             chunk: Optional[int] = None, memory_budget=None) -> torch.Tensor:
     """Per-step logits ``[T, N, classes]`` of ``snn`` on a batch of static ``images``."""
-    return torch.cat(list(iter_logits(snn, images, T, tau=tau, chunk=chunk)))
+    return torch.cat(list(iter_logits(snn, images, T, tau=tau, chunk=chunk, memory_budget=memory_budget)))
 
 
 def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
@@ -91,19 +104,24 @@ def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
 @torch.no_grad()
 def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
              device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
-             chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN") -> Dict[int, float]:
+             chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN",
+             memory_budget=None) -> Dict[int, float]:
     """Top-1 accuracy (%) after every T in ``T``, from one run of max(T) steps per batch.
 
     Logits are accumulated in float64 step by step in time order, so every step mode and
-    chunking gives the same predictions.
+    chunking gives the same predictions; nothing of size T·N is kept. With ``memory_budget``
+    the chunk is chosen on the first batch and kept for the others.
     """
     steps = _as_steps(T)
     device = torch.device(device) if device is not None else _device_of(snn)
     wanted = set(steps)
     correct = {t: 0 for t in steps}
     total = 0
+    net, tau_default = _unwrap(snn)
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(device), labels.to(device)
+        if chunk is None and memory_budget is not None:
+            chunk = _resolve_chunk(net, images, max(steps[-1], tau or tau_default), None, memory_budget)
         running, t = None, 0
         for block in iter_logits(snn, images, steps[-1], tau=tau, chunk=chunk):
             for logits in block:

@@ -138,3 +138,20 @@ def test_cli_bad_inputs(tmp_path, tiny_checkpoint):
     proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0", cwd=tmp_path)
     assert proc.returncode == 2 and "expected a number >= 1" in proc.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsys):
+    out = fake_cifar / "an" / "r.json"
+    assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "srp+neg", "--tau", "2",
+                           "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
+                           "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
+                           "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "method=qcfs T=4" in printed and "method=srp+neg T=4 tau=2" in printed
+    report = json.loads((fake_cifar / "an" / "r_analysis.json").read_text())
+    assert report["images"] == 3 and [m["method"] for m in report["methods"]] == ["qcfs", "srp+neg"]
+    assert len(report["methods"][0]["layers"]) == 19   # resnet20: stem + 9 blocks x 2 neuron layers
+    for name in ("qcfs_rates", "qcfs_cases", "srp_neg_error_vs_T"):
+        assert (fake_cifar / "an" / f"r_{name}.png").exists()
+    assert json.loads(out.read_text())["memory_budget"] == 2 * 10**9

@@ -7,6 +7,7 @@ from typing import Callable, List, Optional
 import torch
 
 from ..errors import SjconvError
+from ..memory import enforce_budget, parse_memory
 from ..neurons import METHODS
 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
@@ -35,11 +36,19 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
                         help="'m': T folded into the batch; 's': one step per call (default: m)")
     parser.add_argument("--chunk", type=positive_int, default=None,
                         help="in 'm' mode, simulate at most this many steps per call (default: all)")
+    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                        help="e.g. 24GB: multi-step mode simulates the largest chunk of steps that fits, "
+                             "and on CUDA the process is capped at SIZE (default: no budget)")
     parser.add_argument("--backend", choices=["torch", "cupy"], default="torch",
                         help="neuron backend (default: torch)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--analyze", action="store_true",
+                        help="also write per-layer firing rates, unevenness-error cases, errors vs T and "
+                             "operation counts (JSON + PNG) for every method")
+    parser.add_argument("--analyze-images", type=positive_int, default=64,
+                        help="test images used by --analyze (default: 64)")
 
 
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
@@ -59,6 +68,15 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
     return device
 
 
+def apply_memory_budget(args, device: torch.device):
+    """Validate ``--memory-budget`` and, on CUDA, cap the process at it."""
+    if args.memory_budget is None:
+        return None
+    budget = parse_memory(args.memory_budget)
+    enforce_budget(budget, device)
+    return budget
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback."""
     try:
@@ -66,8 +84,8 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     except SjconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except torch.OutOfMemoryError:
-        print("error: out of GPU memory: lower --batch-size, or simulate fewer steps per call with "
-              "--chunk N or --step-mode s", file=sys.stderr)
+        print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
+              "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130

@@ -14,10 +14,10 @@ import time
 import torch
 
 from ..data import digits_datasets, loader
-from ..experiment import results_table, run_methods, save_results
+from ..experiment import analyze_methods, first_images, results_table, run_methods, save_results
 from ..models import small_cnn
 from ..train import fit
-from .common import add_simulation_args, positive_int, resolve_device, run_cli
+from .common import add_simulation_args, apply_memory_budget, positive_int, resolve_device, run_cli
 
 
 def parse_args(argv=None):
@@ -34,8 +34,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run(args) -> dict:
+def run(args):
     device = resolve_device(args.device, args.backend)
+    budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)
     train_set, test_set = digits_datasets(seed=args.seed)
     train_loader = loader(train_set, args.batch_size, shuffle=True, seed=args.seed)
@@ -46,22 +47,27 @@ def run(args) -> dict:
     train_seconds = time.perf_counter() - started
     results = run_methods(model, test_loader, args.method, sorted(set(args.steps)), tau=args.tau,
                           step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
-                          progress=not args.no_progress, neg_rule=args.neg_rule)
+                          progress=not args.no_progress, neg_rule=args.neg_rule, memory_budget=budget)
     results.update({"dataset": "sklearn-digits", "arch": "small_cnn", "L": args.L, "seed": args.seed,
                     "epochs": args.epochs, "train_images": len(train_set), "num_images": len(test_set),
                     "train_seconds": round(train_seconds, 3), "final_train_loss": round(history[-1]["loss"], 5),
                     "device": str(device)})
-    return results
+    return results, model, test_loader, device
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = run(args)
+    results, model, test_loader, device = run(args)
     print(f"ANN test accuracy: {results['ann_accuracy']:.2f}% "
           f"({results['num_images']} test images, trained {results['train_seconds']:.1f}s)")
     print(results_table(results, "Digits"))
     save_results(results, args.out + ".json", args.out + ".png", "small QCFS CNN on scikit-learn digits")
     print(f"wrote {args.out}.json and {args.out}.png", file=sys.stderr)
+    if args.analyze:
+        analyze_methods(model, first_images(test_loader, args.analyze_images), args.method,
+                        sorted(set(args.steps)), args.out, tau=args.tau, step_mode=args.step_mode,
+                        backend=args.backend, device=device, chunk=args.chunk, neg_rule=args.neg_rule)
+        print(f"wrote {args.out}_analysis.json and per-method plots {args.out}_<method>_*.png", file=sys.stderr)
     return 0
 
 

@@ -12,8 +12,8 @@ import time
 from .. import models
 from ..checkpoint import load_checkpoint
 from ..data import cifar_dataset, limited, loader, num_classes
-from ..experiment import results_table, run_methods, save_results
-from .common import add_simulation_args, positive_int, resolve_device, run_cli
+from ..experiment import analyze_methods, first_images, results_table, run_methods, save_results
+from .common import add_simulation_args, apply_memory_budget, positive_int, resolve_device, run_cli
 
 
 def parse_args(argv=None):
@@ -36,6 +36,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device, args.backend)
+    budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))
     ann = models.build(args.arch, num_classes=num_classes(args.dataset), L=args.L)
     load_checkpoint(ann, args.checkpoint, arch=f"{args.arch} ({args.dataset})")
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     results = run_methods(ann, test_loader, args.method, steps, tau=args.tau, step_mode=args.step_mode,
                           backend=args.backend, device=device, chunk=args.chunk,
-                          progress=not args.no_progress, neg_rule=args.neg_rule)
+                          progress=not args.no_progress, neg_rule=args.neg_rule, memory_budget=budget)
     results.update({"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                     "L": args.L, "device": str(device), "num_images": len(test_set),
                     "seconds": round(time.perf_counter() - started, 3)})
@@ -54,6 +55,12 @@ def main(argv=None) -> int:
     plot = args.plot or os.path.splitext(args.out)[0] + ".png"
     save_results(results, args.out, plot, f"{args.arch} on {title}")
     print(f"wrote {args.out} and {plot}", file=sys.stderr)
+    if args.analyze:
+        prefix = os.path.splitext(args.out)[0]
+        analyze_methods(ann, first_images(test_loader, args.analyze_images), args.method, steps, prefix,
+                        tau=args.tau, step_mode=args.step_mode, backend=args.backend, device=device,
+                        chunk=args.chunk, neg_rule=args.neg_rule)
+        print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,141 @@
+"""Memory budgets for multi-step simulation: pick the largest chunk of time steps that fits.
+
+Multi-step mode holds every layer's activations for all steps of a call, so its peak memory
+grows linearly with the steps per call. Given a budget, :func:`choose_chunk` finds the
+per-step footprint and the fixed part (weights, images, neuron states) and returns the largest
+chunk that fits:
+
+- on CUDA it is **measured**: the peak of a 1-step and a 2-step call from a reset network;
+- elsewhere it is **computed** with forward hooks from one 1-step call: the fixed part is the
+  parameters, buffers and neuron states; the per-step part is the largest input + output of any
+  module (the two that are alive together), counted twice for the neuron nodes' loop temporaries.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import base, functional
+
+from .errors import SjconvError
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+#: the share of a budget that a chosen chunk may plan to use (allocator slack, fragmentation)
+SAFETY = 0.9
+
+
+def parse_memory(text: Union[str, int, float]) -> int:
+    """'24GB' (10^9 bytes per GB), '24GiB' (2^30), '512MB', '1.5e9' -> bytes."""
+    if isinstance(text, (int, float)):
+        value = int(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        unit = match.group(2).upper() if match else None
+        if not match or unit not in _UNITS:
+            raise SjconvError(f"cannot read memory size '{text}': write it like 24GB, 24GiB or 512MB")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise SjconvError(f"a memory budget must be positive, got '{text}'")
+    return value
+
+
+@dataclass
+class Footprint:
+    """Memory model of one multi-step call: ``fixed + per_step * steps`` bytes."""
+    fixed: int
+    per_step: int
+    how: str  # "measured" (CUDA) or "computed" (hooks)
+
+    def chunk_for(self, budget: int, T: int) -> int:
+        room = SAFETY * budget - self.fixed
+        if room < self.per_step:
+            raise SjconvError(
+                f"a memory budget of {budget / 2**30:.2f} GiB does not fit even one time step "
+                f"({(self.fixed + self.per_step) / 2**30:.2f} GiB needed, {self.how}): "
+                "lower --batch-size or raise --memory-budget")
+        return max(1, min(int(T), int(room // self.per_step)))
+
+
+def _tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _state_bytes(net: nn.Module) -> int:
+    total = 0
+    for module in net.modules():
+        if isinstance(module, base.MemoryModule):
+            total += sum(_tensor_bytes(v) for v in module._memories.values())
+    return total
+
+
+@torch.no_grad()
+def measure_footprint(net: nn.Module, images: torch.Tensor) -> Footprint:
+    """Per-step and fixed memory of ``net`` (multi-step mode) on ``images``."""
+    if images.is_cuda:
+        return _measured(net, images)
+    return _computed(net, images)
+
+
+def _measured(net, images) -> Footprint:
+    peaks = []
+    for steps in (1, 2):
+        functional.reset_net(net)
+        torch.cuda.synchronize(images.device)
+        torch.cuda.reset_peak_memory_stats(images.device)
+        out = net(images.unsqueeze(0).expand(steps, *images.shape))
+        del out
+        torch.cuda.synchronize(images.device)
+        peaks.append(torch.cuda.max_memory_allocated(images.device))
+    functional.reset_net(net)
+    per_step = max(peaks[1] - peaks[0], 1)
+    return Footprint(fixed=max(peaks[0] - per_step, 0), per_step=per_step, how="measured")
+
+
+def _computed(net, images) -> Footprint:
+    largest = [0]
+
+    def hook(module, inputs, output):
+        largest[0] = max(largest[0], _tensor_bytes(inputs) + _tensor_bytes(output))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        functional.reset_net(net)
+        net(images.unsqueeze(0))
+        states = _state_bytes(net)
+    finally:
+        for h in handles:
+            h.remove()
+        functional.reset_net(net)
+    params = sum(_tensor_bytes(t) for t in list(net.parameters()) + list(net.buffers()))
+    per_step = 2 * largest[0] + _tensor_bytes(images)
+    return Footprint(fixed=params + states + _tensor_bytes(images), per_step=max(per_step, 1), how="computed")
+
+
+def choose_chunk(net: nn.Module, images: torch.Tensor, T: int, budget: Union[int, str]) -> int:
+    """Largest number of steps per multi-step call that keeps ``net`` within ``budget`` bytes."""
+    return measure_footprint(net, images).chunk_for(parse_memory(budget), T)
+
+
+def enforce_budget(budget: Union[int, str], device: Optional[torch.device] = None) -> Optional[float]:
+    """Cap this process's CUDA memory at ``budget`` (emulates a smaller GPU on a larger one).
+
+    Returns the fraction set, or None when the device is not CUDA or the budget exceeds it.
+    """
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda":
+        return None
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = parse_memory(budget) / total
+    if fraction >= 1:
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+

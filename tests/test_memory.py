@@ -1,0 +1,82 @@
+"""Memory budgets: parsing, the chunk chooser, and identical results under a budget."""
+
+import pytest
+import torch
+
+import sjconv
+from sjconv.errors import SjconvError
+from sjconv.memory import SAFETY, Footprint, choose_chunk, measure_footprint, parse_memory
+
+from reference import calibrate_thresholds
+
+
+@pytest.mark.parametrize("text,value", [("24GB", 24 * 10**9), ("24GiB", 24 * 2**30), ("512 MB", 512 * 10**6),
+                                        ("1.5e9", 1_500_000_000), ("2kib", 2048), (1000, 1000)])
+def test_parse_memory(text, value):
+    assert parse_memory(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "24XB", "-3GB", "0"])
+def test_parse_memory_rejects_nonsense(text):
+    with pytest.raises(SjconvError, match="memory"):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("fixed,per_step,budget,T", [(10, 7, 1000, 500), (0, 1, 10**9, 64), (100, 50, 400, 64),
+                                                     (3 * 2**30, 2**27, 24 * 10**9, 1024)])
+def test_chunk_is_the_largest_that_fits(fixed, per_step, budget, T):
+    chunk = Footprint(fixed, per_step, "computed").chunk_for(budget, T)
+    assert 1 <= chunk <= T
+    assert fixed + per_step * chunk <= SAFETY * budget
+    assert chunk == T or fixed + per_step * (chunk + 1) > SAFETY * budget
+
+
+def test_budget_too_small_for_one_step_is_a_clear_error():
+    with pytest.raises(SjconvError, match="does not fit even one time step.*--batch-size"):
+        Footprint(900, 200, "computed").chunk_for(1000, 8)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(5)
+    images = torch.randn(4, 3, 32, 32)
+    return calibrate_thresholds(sjconv.models.resnet20(), images), images
+
+
+def test_computed_footprint_covers_the_largest_activation(resnet):
+    ann, images = resnet
+    snn = sjconv.convert(ann, "neg", "m")
+    fp = measure_footprint(snn.net, images)
+    largest = 4 * 16 * 32 * 32 * 4  # batch·channels·H·W·float32 of the first stage
+    weights = sum(p.numel() * 4 for p in ann.parameters())
+    assert fp.how == "computed" and fp.per_step >= 2 * largest and fp.fixed >= weights
+    small = choose_chunk(snn.net, images, 1000, fp.fixed + 10 * fp.per_step)
+    large = choose_chunk(snn.net, images, 1000, fp.fixed + 100 * fp.per_step)
+    assert 1 <= small < large <= 100
+
+
+@pytest.mark.parametrize("method", ["qcfs", "srp+neg"])
+def test_results_under_a_budget_equal_unconstrained(resnet, method):
+    ann, images = resnet
+    snn = sjconv.convert(ann, method, "m", tau=3 if "srp" in method else None)
+    fp = measure_footprint(snn.net, images)
+    budget = int((fp.fixed + 3.5 * fp.per_step) / SAFETY)  # allows a chunk of 3 steps
+    assert choose_chunk(snn.net, images, 10, budget) == 3
+    full = sjconv.simulate(snn, images, 10)
+    assert torch.equal(sjconv.simulate(snn, images, 10, memory_budget=budget), full)
+    loader = [(images, torch.arange(4))]
+    assert sjconv.evaluate(snn, loader, [1, 5, 10], progress=False, memory_budget=budget) == \
+        sjconv.evaluate(snn, loader, [1, 5, 10], progress=False)
+
+
+@pytest.mark.gpu
+def test_measured_footprint_predicts_cuda_peak(resnet):
+    ann, images = resnet
+    images = images.cuda()
+    snn = sjconv.convert(ann.cuda(), "qcfs", "m")
+    fp = measure_footprint(snn.net, images)
+    assert fp.how == "measured"
+    torch.cuda.reset_peak_memory_stats()
+    sjconv.simulate(snn, images, 8, chunk=8)
+    peak = torch.cuda.max_memory_allocated()
+    assert peak <= fp.fixed + 8 * fp.per_step * 1.1
