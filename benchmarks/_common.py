@@ -1,0 +1,66 @@
+"""Shared helpers of the benchmark scripts: timing, peak memory, and JSON + markdown output."""
+
+import json
+import os
+import platform
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+
+def device_info(device: torch.device) -> Dict:
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 2))
+    else:
+        info.update(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmup: int = 0) -> Dict:
+    """Median wall time (ms) of ``fn`` over ``repeat`` runs after ``warmup``, and its peak memory (GiB,
+    CUDA only: the allocator's peak during the timed runs)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"ms": times[len(times) // 2], "peak_gib": peak}
+
+
+def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(prefix: str, payload: Dict, table: str) -> None:
+    """``PREFIX.json`` (everything) and ``PREFIX.md`` (the table), directories created as needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    with open(prefix + ".json", "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    with open(prefix + ".md", "w") as f:
+        f.write(table + "\n")

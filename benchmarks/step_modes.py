@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Step modes under a memory budget: time, throughput and peak memory of a converted network
+for growing T in 's' (one step per call), 'm' (all T in one call) and chunked 'm' (the largest
+chunk the budget allows), per backend. Out-of-memory runs are recorded as OOM.
+
+    python benchmarks/step_modes.py --device cuda --memory-budget 24GB \\
+        --T 4 16 64 256 1024 --out benchmarks/results/step_modes
+
+Writes PREFIX.json, PREFIX.md (table) and PREFIX.png (time and memory vs T per mode).
+Random weights (thresholds calibrated on the random images so that neurons fire).
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import sjconv  # noqa: E402
+from sjconv.errors import SjconvError  # noqa: E402
+from sjconv.memory import choose_chunk, enforce_budget, parse_memory  # noqa: E402
+from sjconv.simulate import iter_logits  # noqa: E402
+
+from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+
+MODES = ("s", "m", "chunked")
+
+
+@torch.no_grad()
+def calibrate(ann, images):
+    """Thresholds at the 99th percentile of each QCFS layer's positive input (layer by layer)."""
+    for layer in [m for m in ann.modules() if isinstance(m, sjconv.QCFS)]:
+        seen = []
+        h = layer.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+        ann(images)
+        h.remove()
+        pos = seen[0][seen[0] > 0].flatten()[:1_000_000]
+        layer.thresh.fill_(float(torch.quantile(pos.float(), 0.99)) if pos.numel() else 1.0)
+    return ann
+
+
+def run_case(ann, images, backend, mode, T, budget, args, device):
+    row = {"backend": backend, "mode": mode, "T": T, "batch": images.shape[0]}
+    try:
+        snn = sjconv.convert(ann, method=args.method, step_mode="s" if mode == "s" else "m", backend=backend)
+    except SjconvError as exc:
+        row["status"] = f"unavailable: {exc}"
+        return row
+    chunk = None
+    try:
+        if mode == "chunked":
+            chunk = min(args.chunk, T) if args.chunk else choose_chunk(snn.net, images, T, budget)
+        row["chunk"] = chunk if mode == "chunked" else (1 if mode == "s" else T)
+
+        def run():
+            for _ in iter_logits(snn, images, T, chunk=chunk):
+                pass
+
+        result = timed(run, device, repeat=args.repeat, warmup=args.warmup)
+    except torch.OutOfMemoryError:
+        row["status"] = "OOM"
+        return row
+    except SjconvError as exc:
+        row["status"] = f"does not fit: {exc}"
+        return row
+    finally:
+        del snn
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    n = images.shape[0]
+    row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,
+               images_per_s=1e3 * n / result["ms"], peak_gib=result["peak_gib"])
+    return row
+
+
+def plot(prefix, rows, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    keys = sorted({(r["backend"], r["mode"]) for r in rows if r.get("status") == "ok"})
+    for backend, mode in keys:
+        ok = [r for r in rows if r["backend"] == backend and r["mode"] == mode and r.get("status") == "ok"]
+        label = f"{mode} ({backend})"
+        ax_t.plot([r["T"] for r in ok], [r["ms_per_image"] for r in ok], marker="o", label=label)
+        if ok and ok[0]["peak_gib"] is not None:
+            ax_m.plot([r["T"] for r in ok], [r["peak_gib"] for r in ok], marker="o", label=label)
+    for ax, ylabel in ((ax_t, "ms per image"), (ax_m, "peak GPU memory (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("T")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_t.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(prefix + ".png")
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="vgg16", choices=list(sjconv.models.ARCHS))
+    p.add_argument("--method", default="qcfs", choices=list(sjconv.neurons.METHODS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--T", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--backends", nargs="+", default=["torch", "cupy"], choices=["torch", "cupy"])
+    p.add_argument("--memory-budget", default="24GB")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="steps per call of the chunked mode (default: the largest the budget allows)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/step_modes")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    budget = parse_memory(args.memory_budget)
+    fraction = enforce_budget(budget, device)
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    ann = calibrate(sjconv.models.build(args.arch, num_classes=10).to(device).eval(), images)
+    rows = []
+    for backend in args.backends:
+        for mode in args.modes:
+            for T in args.T:
+                row = run_case(ann, images, backend, mode, T, budget, args, device)
+                rows.append(row)
+                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    columns = ["backend", "mode", "T", "chunk", "status", "ms_per_image", "images_per_s", "peak_gib"]
+    table = markdown_table(rows, columns)
+    payload = {"benchmark": "step_modes", "arch": args.arch, "method": args.method,
+               "batch_size": args.batch_size, "memory_budget_bytes": budget, "memory_fraction": fraction,
+               "env": device_info(device), "rows": rows}
+    write_outputs(args.out, payload, table)
+    where = device_info(device).get("gpu", args.device)
+    plot(args.out, rows, f"{args.arch}, batch {args.batch_size}, budget {args.memory_budget} ({where})")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

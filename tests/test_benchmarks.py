@@ -1,0 +1,23 @@
+"""The benchmark scripts run end to end on a tiny CPU configuration (figures come from the GPU)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_step_modes_benchmark_smoke(tmp_path):
+    prefix = tmp_path / "sm"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "step_modes.py"), "--arch", "resnet20",
+                           "--batch-size", "2", "--T", "2", "5", "--device", "cpu", "--memory-budget", "1GB",
+                           "--chunk", "2", "--backends", "torch", "--out", str(prefix)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "sm.json").read_text())["rows"]
+    assert [(r["mode"], r["T"], r["chunk"]) for r in rows] == [
+        ("s", 2, 1), ("s", 5, 1), ("m", 2, 2), ("m", 5, 5), ("chunked", 2, 2), ("chunked", 5, 2)]
+    assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
+    assert (tmp_path / "sm.md").read_text().startswith("| backend | mode | T |")
+    assert (tmp_path / "sm.png").stat().st_size > 1000
