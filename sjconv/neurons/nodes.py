@@ -22,6 +22,7 @@ SRP outside :func:`sjconv.simulate`::
     out = net(x_main)                    # T masked main steps
 """
 
+import os
 from typing import Optional
 
 import torch
@@ -33,15 +34,20 @@ from . import rules
 
 BACKENDS = ("torch", "cupy")
 
+#: the fused CuPy kernels have not yet been run against the torch backend on a GPU in this
+#: release; until they have, backend='cupy' must be asked for explicitly with this variable
+CUPY_OPT_IN = "SJCONV_ENABLE_CUPY"
+CUPY_VERIFIED = False
+
 
 def check_backend(backend: str) -> str:
-    """Validate a backend name; 'cupy' is reported as not available yet (no silent fallback)."""
+    """Validate a backend name. Nothing falls back silently: an unusable backend raises."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if backend == "cupy":
+    if backend == "cupy" and not CUPY_VERIFIED and os.environ.get(CUPY_OPT_IN) != "1":
         raise BackendUnavailableError(
-            "backend='cupy' (fused CuPy kernels) is not implemented yet in this version of sjconv; "
-            "use backend='torch'")
+            "backend='cupy' (fused CuPy kernels) has not been verified on a GPU in this release of "
+            f"sjconv: use backend='torch', or set {CUPY_OPT_IN}=1 to use the kernels anyway")
     return backend
 
 
@@ -53,7 +59,8 @@ class SpikingNode(BaseNode):
     :param srp: multiply outputs by the SRP mask once :meth:`begin_main_phase` has set it (§4)
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
         at v <= -θ, the signed neuron with memory of Wang et al.); signed nodes only
-    :param backend: ``'torch'`` (``'cupy'`` is reserved for the fused kernels)
+    :param backend: ``'torch'`` (a loop of torch operations) or ``'cupy'`` (one fused kernel
+        launch per call running all steps; CUDA inputs, inference only)
     """
 
     def __init__(self, v_threshold, signed: bool = False, srp: bool = False,
@@ -100,7 +107,8 @@ class SpikingNode(BaseNode):
                 return value.to(device=x.device, dtype=torch.float32)
             if not isinstance(value, (float, int)):
                 value = fill  # a state left from another input shape restarts from its reset value
-            return torch.full(x.shape, float(value), dtype=torch.float32, device=x.device)
+            # same layout as the input (e.g. channels_last), so fused kernels need no copy
+            return torch.full_like(x, float(value), dtype=torch.float32)
 
         v = as_state(v, self.v_init)
         if self.signed:
@@ -122,6 +130,9 @@ class SpikingNode(BaseNode):
         return rules.emit(s, self.v_threshold, x.dtype, mask), v, count
 
     def single_step_functional_forward(self, inputs, states, **kwargs):
+        if self.backend == "cupy":  # the fused kernel with T = 1
+            out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
+            return (out[0],), states
         v, count, mask = self._split(states)
         out, v, count = self._step(inputs[0], v, count, mask)
         return (out,), self._join(v, count, mask)
@@ -133,6 +144,8 @@ class SpikingNode(BaseNode):
     def _run_sequence(self, x_seq, states, record_v: bool):
         """All T steps of ``x_seq`` [T, ...]; returns (outputs, final states, v per step or None)."""
         v, count, mask = self._split(states)
+        if self.backend == "cupy":
+            return self._run_sequence_cupy(x_seq, v, count, mask, record_v)
         out = torch.empty_like(x_seq)
         v_steps = [] if record_v else None
         for t in range(x_seq.shape[0]):
@@ -140,6 +153,22 @@ class SpikingNode(BaseNode):
             if record_v:
                 v_steps.append(v)
         return out, self._join(v, count, mask), (torch.stack(v_steps) if record_v else None)
+
+    def _run_sequence_cupy(self, x_seq, v, count, mask, record_v: bool):
+        """One fused launch for all steps; with ``record_v``, one launch per step (to read v)."""
+        from . import cupy_backend
+
+        snm = self.neg_rule == "snm"
+        if not record_v:
+            out, v, count = cupy_backend.multi_step(x_seq, v, count, mask, self.v_threshold, self.signed, snm)
+            return out, self._join(v, count, mask), None
+        outs, v_steps = [], []
+        for t in range(x_seq.shape[0]):
+            out, v, count = cupy_backend.multi_step(x_seq[t:t + 1], v, count, mask, self.v_threshold,
+                                                    self.signed, snm)
+            outs.append(out)
+            v_steps.append(v)
+        return torch.cat(outs), self._join(v, count, mask), torch.stack(v_steps)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back

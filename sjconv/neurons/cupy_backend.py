@@ -1,0 +1,175 @@
+"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (METHODS.md §2-§4).
+
+Each thread owns one neuron: it loads ``v`` (and the signed count, and the SRP mask) once,
+keeps them in registers for all T steps, reads every input once, writes every output once and
+stores the final state back, so a later call (the next chunk) continues exactly where this one
+stopped. The arithmetic is the float32 sequence of :mod:`sjconv.neurons.rules` (``v += x``;
+compare; ``v -= θ·s``; output θ·s rounded to the input dtype), so spikes are bit-identical to the
+torch backend.
+
+- dtypes: float32, float16, bfloat16 inputs (arithmetic in float32, output in the input dtype).
+  Half formats are converted with PTX ``cvt`` / bit operations, so no CUDA headers are needed and
+  the source compiles the same under cupy-cuda12x and cupy-cuda13x.
+- layout: works on the tensor's storage as it is when one time step is dense (contiguous or
+  channels_last); other layouts are copied to contiguous first.
+- stream: launched on torch's current CUDA stream; modules compiled once per device and dtype.
+- inference only: inputs that require grad are refused (the kernel has no backward).
+"""
+
+import functools
+
+import numpy as np
+import torch
+
+from ..errors import BackendUnavailableError
+
+_SOURCE = r"""
+typedef unsigned short u16;
+
+struct F32 { typedef float T;
+  static __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
+  static __device__ __forceinline__ void store(float* p, long long i, float f) { p[i] = f; } };
+
+struct F16 { typedef u16 T;
+  static __device__ __forceinline__ float load(const u16* p, long long i) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i])); return f; }
+  static __device__ __forceinline__ void store(u16* p, long long i, float f) {
+    u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); p[i] = h; } };
+
+struct BF16 { typedef u16 T;
+  static __device__ __forceinline__ float load(const u16* p, long long i) {
+    return __uint_as_float(((unsigned int)p[i]) << 16); }
+  static __device__ __forceinline__ void store(u16* p, long long i, float f) {
+    unsigned int u = __float_as_uint(f);                 /* round to nearest even (f is finite) */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    p[i] = (u16)(u >> 16); } };
+
+template <typename D, bool SIGNED, bool MASKED, bool SNM>
+__global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T* __restrict__ out,
+                              float* __restrict__ v, float* __restrict__ count,
+                              const unsigned char* __restrict__ mask,
+                              const long long n, const int steps, const long long x_step,
+                              const long long out_step, const float theta) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float vi = v[i];
+  float ci = SIGNED ? count[i] : 0.0f;
+  const bool keep = MASKED ? (mask[i] != 0) : true;
+  #pragma unroll 4
+  for (int t = 0; t < steps; ++t) {
+    vi = __fadd_rn(vi, D::load(x, t * x_step + i));
+    float s = 0.0f;
+    if (vi >= theta) {
+      s = 1.0f;
+    } else if (SIGNED && ci > 0.0f && (SNM ? (vi <= -theta) : (vi < 0.0f))) {
+      s = -1.0f;
+    }
+    vi = __fsub_rn(vi, __fmul_rn(theta, s));
+    if (SIGNED) ci = __fadd_rn(ci, s);
+    D::store(out, t * out_step + i, keep ? __fmul_rn(s, theta) : 0.0f);
+  }
+  v[i] = vi;
+  if (SIGNED) count[i] = ci;
+}
+"""
+
+_FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_BLOCK = 256
+
+
+def _flags():
+    for signed in (False, True):
+        for masked in (False, True):
+            for snm in ((False, True) if signed else (False,)):
+                yield signed, masked, snm
+
+
+def _name(fmt, signed, masked, snm):
+    b = lambda flag: "true" if flag else "false"  # noqa: E731
+    return f"sjconv_neuron<{fmt}, {b(signed)}, {b(masked)}, {b(snm)}>"
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError:
+        raise BackendUnavailableError(
+            "backend='cupy' needs CuPy: pip install 'sjconv[cupy]' (cupy-cuda12x), or use backend='torch'") from None
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _module(device_index: int, fmt: str):
+    """RawModule with every flag combination of one dtype, compiled once per device."""
+    cupy = _cupy()
+    with cupy.cuda.Device(device_index):
+        module = cupy.RawModule(code=_SOURCE, options=("--std=c++14",),
+                                name_expressions=[_name(fmt, *f) for f in _flags()])
+        module.compile()
+    return module
+
+
+def _stream(cupy, device: torch.device):
+    ptr = torch.cuda.current_stream(device).cuda_stream
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:  # CuPy >= 14
+        return from_external(ptr)
+    return cupy.cuda.ExternalStream(ptr, device.index)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) \
+        or (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
+
+
+def _like(state: torch.Tensor, step: torch.Tensor, dtype, fresh: bool) -> torch.Tensor:
+    """``state`` with exactly the strides of one input step; a new tensor when ``fresh`` (the
+    kernel writes states in place, and the caller's tensors must stay untouched)."""
+    if state.stride() == step.stride() and state.dtype == dtype and state.device == step.device:
+        return state.clone() if fresh else state
+    out = torch.empty_like(step, dtype=dtype)
+    out.copy_(state)
+    return out
+
+
+def check_input(x_seq: torch.Tensor) -> None:
+    if not x_seq.is_cuda:
+        raise ValueError(f"backend='cupy' runs on CUDA tensors, got a tensor on {x_seq.device}: "
+                         "move the network and inputs to the GPU or use backend='torch'")
+    if x_seq.dtype not in _FORMATS:
+        raise TypeError(f"backend='cupy' supports float32, float16 and bfloat16 inputs, got {x_seq.dtype}")
+    if x_seq.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("backend='cupy' is inference-only (no backward): run under torch.no_grad() "
+                           "or use backend='torch'")
+
+
+def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
+    """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``.
+
+    ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
+    arguments are not modified), ``mask`` a bool tensor or None.
+    """
+    check_input(x_seq)
+    cupy = _cupy()
+    step = x_seq[0]
+    if not _dense(step):
+        x_seq = x_seq.contiguous()
+        step = x_seq[0]
+    out = torch.empty_like(x_seq)
+    if out[0].stride() != step.stride():
+        x_seq, out = x_seq.contiguous(), torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+        step = x_seq[0]
+    v = _like(v, step, torch.float32, fresh=True)
+    count = _like(count, step, torch.float32, fresh=True) if signed else v
+    mask_arg = _like(mask, step, torch.bool, fresh=False) if mask is not None else v
+    n = step.numel()
+    if n == 0 or x_seq.shape[0] == 0:
+        return out, v, (count if signed else None)
+    fmt = _FORMATS[x_seq.dtype]
+    kernel = _module(x_seq.device.index, fmt).get_function(_name(fmt, signed, mask is not None, snm))
+    args = (np.uint64(x_seq.data_ptr()), np.uint64(out.data_ptr()), np.uint64(v.data_ptr()),
+            np.uint64(count.data_ptr()), np.uint64(mask_arg.data_ptr()), np.int64(n),
+            np.int32(x_seq.shape[0]), np.int64(x_seq.stride(0)), np.int64(out.stride(0)), np.float32(theta))
+    with cupy.cuda.Device(x_seq.device.index), _stream(cupy, x_seq.device):
+        kernel(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
+    return out, v, (count if signed else None)

@@ -1,0 +1,127 @@
+"""The fused CuPy backend against the torch backend (GPU tests are marked and skip without CUDA)."""
+
+import sys
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+import sjconv
+from sjconv.errors import BackendUnavailableError
+from sjconv.neurons import SpikingNode
+from sjconv.neurons.nodes import CUPY_OPT_IN
+
+from reference import calibrate_thresholds
+
+KINDS = [(False, False, "qcfs"), (True, False, "qcfs"), (True, False, "snm"), (False, True, "qcfs"),
+         (True, True, "qcfs"), (True, True, "snm")]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture
+def opt_in(monkeypatch):
+    monkeypatch.setenv(CUPY_OPT_IN, "1")
+
+
+def test_cupy_needs_explicit_opt_in_until_verified(monkeypatch):
+    monkeypatch.delenv(CUPY_OPT_IN, raising=False)
+    with pytest.raises(BackendUnavailableError, match=CUPY_OPT_IN):
+        SpikingNode(1.0, backend="cupy")
+
+
+def test_cupy_backend_refuses_cpu_tensors_and_missing_cupy(opt_in, monkeypatch):
+    node = SpikingNode(1.0, backend="cupy", step_mode="m")
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        node(torch.ones(2, 3))
+    from sjconv.neurons import cupy_backend
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'sjconv\[cupy\]'"):
+        cupy_backend._cupy()
+
+
+def _pair(signed, srp, neg_rule, mode="m"):
+    nodes = [SpikingNode(0.75, signed=signed, srp=srp, neg_rule=neg_rule, step_mode=mode, backend=b)
+             for b in ("torch", "cupy")]
+    return nodes
+
+
+def _run_both(x, signed, srp, neg_rule, mask=None, mode="m"):
+    results = []
+    for node in _pair(signed, srp, neg_rule, mode):
+        functional.reset_net(node)
+        if mask is not None:
+            node.mask = mask
+        out = node(x) if mode == "m" else torch.stack([node(xt) for xt in x])
+        results.append((out, node.v, node.count if signed else None))
+    return results
+
+
+def _assert_same(results):
+    (o1, v1, c1), (o2, v2, c2) = results
+    assert o1.dtype == o2.dtype and o1.shape == o2.shape
+    assert torch.equal(o1, o2), f"{(o1 != o2).sum().item()} outputs differ"
+    assert torch.equal(v1, v2)
+    if c1 is not None:
+        assert torch.equal(c1, c2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("signed,srp,neg_rule", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 1), (16, 3, 5, 7), (33, 1000003)])
+def test_spikes_bit_identical_to_torch(opt_in, signed, srp, neg_rule, dtype, shape):
+    pytest.importorskip("cupy")
+    torch.manual_seed(0)
+    x = (torch.randn(shape, device="cuda") * 0.8).to(dtype)
+    mask = (torch.rand(shape[1:], device="cuda") > 0.3) if srp else None
+    _assert_same(_run_both(x, signed, srp, neg_rule, mask))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
+def test_non_contiguous_and_channels_last_inputs(opt_in, layout):
+    pytest.importorskip("cupy")
+    x = torch.randn(6, 4, 8, 5, 5, device="cuda")
+    if layout == "channels_last":
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(6, 4, 8, 5, 5)
+        assert x[0].is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    elif layout == "transposed":
+        x = x.transpose(-1, -2)
+    else:
+        x = x[:, :, ::2]
+    _assert_same(_run_both(x, True, True, "qcfs", mask=torch.rand(x.shape[1:], device="cuda") > 0.5))
+
+
+@pytest.mark.gpu
+def test_single_step_mode_and_state_continuity(opt_in):
+    pytest.importorskip("cupy")
+    x = torch.randn(12, 257, device="cuda")
+    _assert_same(_run_both(x, True, False, "qcfs", mode="s"))
+    mask = torch.rand(257, device="cuda") > 0.2
+    node = SpikingNode(0.75, signed=True, srp=True, step_mode="m", backend="cupy")
+    functional.reset_net(node)
+    node.mask = mask
+    parts = torch.cat([node(x[:5]), node(x[5:6]), node(x[6:])])
+    whole = _run_both(x, True, True, "qcfs", mask=mask)[0]   # torch backend, one call
+    assert torch.equal(parts, whole[0]) and torch.equal(node.v, whole[1]) and torch.equal(node.count, whole[2])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["qcfs", "neg", "srp", "srp+neg"])
+def test_whole_vgg16_logits_equal_between_backends(opt_in, method):
+    pytest.importorskip("cupy")
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32, device="cuda")
+    ann = calibrate_thresholds(sjconv.models.vgg16().cuda(), images)
+    logits = [sjconv.simulate(sjconv.convert(ann, method, "m", backend=b), images, 16) for b in ("torch", "cupy")]
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+    chunked = sjconv.simulate(sjconv.convert(ann, method, "m", backend="cupy"), images, 16, chunk=5)
+    torch.testing.assert_close(chunked, logits[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_grad_inputs_are_refused(opt_in):
+    pytest.importorskip("cupy")
+    node = SpikingNode(1.0, backend="cupy", step_mode="m")
+    with pytest.raises(RuntimeError, match="inference-only"):
+        node(torch.randn(3, 4, device="cuda", requires_grad=True))
