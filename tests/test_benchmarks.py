@@ -21,3 +21,28 @@ def test_step_modes_benchmark_smoke(tmp_path):
     assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
     assert (tmp_path / "sm.md").read_text().startswith("| backend | mode | T |")
     assert (tmp_path / "sm.png").stat().st_size > 1000
+
+
+def _run(script, *args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_neuron_kernels_benchmark_smoke(tmp_path):
+    _run("neuron_kernels.py", "--shapes", "3x500", "--device", "cpu", "--repeat", "1", "--warmup", "0",
+         "--out", str(tmp_path / "nk"))
+    rows = json.loads((tmp_path / "nk.json").read_text())["rows"]
+    impls = {(r.get("node"), r["impl"]) for r in rows}
+    assert ("IF", "SpikingJelly IFNode(v_reset=None)") in impls and ("srp+neg", "sjconv torch") in impls
+    ok = [r for r in rows if r.get("status") == "ok"]
+    assert all(r["ms"] > 0 and r["GB_s"] > 0 for r in ok) and len(ok) >= 7
+
+
+def test_network_benchmark_smoke(tmp_path):
+    _run("network.py", "--arch", "resnet20", "--batch-size", "2", "--T", "2", "--device", "cpu",
+         "--repeat", "1", "--warmup", "0", "--backends", "torch", "--out", str(tmp_path / "net"))
+    rows = json.loads((tmp_path / "net.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["ANN (batch T·N)", "SNN 'm' torch"]
+    assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Whole network: a QCFS VGG16 (CIFAR shape) ANN forward at batch T·N against the converted SNN
+in 'm' mode (T folded into the batch) with the torch and the cupy neuron backend, for several T:
+ms per image (per original image, i.e. per T·N batch divided by N) and peak memory.
+
+    python benchmarks/network.py --batch-size 128 --T 4 16 64 --out benchmarks/results/network
+
+The ratio SNN/ANN at the same effective batch says what the neuron layers cost. Writes
+PREFIX.json and PREFIX.md.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import sjconv  # noqa: E402
+from sjconv.errors import SjconvError  # noqa: E402
+from sjconv.neurons.nodes import CUPY_OPT_IN  # noqa: E402
+from sjconv.simulate import iter_logits  # noqa: E402
+
+from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="vgg16", choices=list(sjconv.models.ARCHS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--T", type=int, nargs="+", default=[4, 16, 64])
+    p.add_argument("--method", default="qcfs", choices=list(sjconv.neurons.METHODS))
+    p.add_argument("--backends", nargs="+", default=["torch", "cupy"], choices=["torch", "cupy"])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="benchmarks/results/network")
+    args = p.parse_args(argv)
+    os.environ.setdefault(CUPY_OPT_IN, "1")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    n = args.batch_size
+    images = torch.randn(n, 3, 32, 32, device=device)
+    ann = sjconv.models.build(args.arch, num_classes=10).to(device).eval()
+    rows = []
+    with torch.no_grad():
+        for T in args.T:
+            batch = images.repeat(T, 1, 1, 1)
+            try:
+                r = timed(lambda: ann(batch), device, args.repeat, args.warmup)
+                ann_ms = r["ms"]
+                rows.append({"T": T, "model": "ANN (batch T·N)", "ms_per_image": ann_ms / n,
+                             "peak_gib": r["peak_gib"], "vs_ann": 1.0, "status": "ok"})
+            except torch.OutOfMemoryError:
+                ann_ms = None
+                rows.append({"T": T, "model": "ANN (batch T·N)", "status": "OOM"})
+            del batch
+            for backend in args.backends:
+                row = {"T": T, "model": f"SNN 'm' {backend}"}
+                try:
+                    snn = sjconv.convert(ann, args.method, "m", backend=backend)
+                    r = timed(lambda: list(iter_logits(snn, images, T)), device, args.repeat, args.warmup)
+                except torch.OutOfMemoryError:
+                    row["status"] = "OOM"
+                except (SjconvError, ImportError, ValueError) as exc:
+                    row["status"] = f"unavailable: {exc}"
+                else:
+                    row.update(ms_per_image=r["ms"] / n, peak_gib=r["peak_gib"], status="ok",
+                               vs_ann=(r["ms"] / ann_ms) if ann_ms else None)
+                rows.append(row)
+                print(row, flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    table = markdown_table(rows, ["T", "model", "ms_per_image", "vs_ann", "peak_gib", "status"])
+    write_outputs(args.out, {"benchmark": "network", "arch": args.arch, "batch_size": n, "method": args.method,
+                             "env": device_info(device), "rows": rows}, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

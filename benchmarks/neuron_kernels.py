@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Neuron-layer kernels on [T, N] inputs: median time of a plain torch time loop, SpikingJelly
+2.0's IFNode(v_reset=None) and HalfThresholdIFNode ('m' mode), and sjconv's torch and cupy
+backends for every node type, next to the device's measured copy bandwidth.
+
+    python benchmarks/neuron_kernels.py --out benchmarks/results/neuron_kernels
+
+Bandwidth of a kernel = (bytes of x read + output written + states read and written) / time;
+its fraction of the copy bandwidth (a device-to-device copy of the same [T, N] tensor) is the
+figure of merit for an elementwise kernel. Writes PREFIX.json and PREFIX.md.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from spikingjelly.activation_based import functional, neuron  # noqa: E402
+
+from sjconv.errors import SjconvError  # noqa: E402
+from sjconv.neurons import METHODS, SpikingNode  # noqa: E402
+from sjconv.neurons.nodes import CUPY_OPT_IN  # noqa: E402
+
+from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def plain_loop(x, theta):
+    """The textbook IF loop in torch, one step at a time (the baseline to beat)."""
+    v = torch.full_like(x[0], theta / 2)
+    out = []
+    for t in range(x.shape[0]):
+        v = v + x[t]
+        s = (v >= theta).to(x.dtype)
+        v = v - s * theta
+        out.append(s * theta)
+    return torch.stack(out)
+
+
+def node_runner(node, x):
+    def run():
+        functional.reset_net(node)
+        node(x)
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", nargs="+", default=["8x1048576", "64x1048576", "64x4194304"],
+                   help="TxN shapes (default: 8x1M 64x1M 64x4M)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="benchmarks/results/neuron_kernels")
+    args = p.parse_args(argv)
+    os.environ.setdefault(CUPY_OPT_IN, "1")  # the benchmark measures the kernels, verified or not
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    theta = 1.0
+    rows = []
+    with torch.no_grad():
+        for shape in args.shapes:
+            T, N = (int(v) for v in shape.lower().split("x"))
+            x = (torch.randn(T, N, device=device) * 0.8).to(dtype)
+            io_bytes = 2 * x.numel() * x.element_size()
+            dst = torch.empty_like(x)
+            copy = timed(lambda: dst.copy_(x), device, args.repeat, args.warmup)["ms"]
+            copy_bw = io_bytes / copy / 1e6  # GB/s
+            rows.append({"T": T, "N": N, "impl": "copy (x -> y)", "ms": copy, "GB_s": copy_bw, "of_copy": 1.0})
+            cases = [("IF", "plain torch loop", lambda: plain_loop(x, theta), 4),
+                     ("IF", "SpikingJelly IFNode(v_reset=None)",
+                      node_runner(neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="m"), x), 4),
+                     ("IF", "SpikingJelly HalfThresholdIFNode",
+                      node_runner(neuron.HalfThresholdIFNode(v_threshold=theta, step_mode="m"), x), 4)]
+            for method, (signed, srp) in METHODS.items():
+                state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
+                for backend in ("torch", "cupy"):
+                    try:
+                        node = SpikingNode(theta, signed=signed, srp=srp, step_mode="m", backend=backend)
+                    except SjconvError as exc:
+                        rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
+                                     "status": str(exc)})
+                        continue
+                    if srp:
+                        node.register_forward_pre_hook(
+                            lambda m, inp: setattr(m, "mask", torch.rand(inp[0].shape[1:], device=device) > 0.3)
+                            if m.mask is None else None)
+                    cases.append((method, f"sjconv {backend}", node_runner(node, x), state_bytes))
+            for node_name, impl, fn, state_bytes in cases:
+                row = {"T": T, "N": N, "node": node_name, "impl": impl}
+                try:
+                    ms = timed(fn, device, args.repeat, args.warmup)["ms"]
+                except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
+                    row["status"] = f"failed: {type(exc).__name__}: {exc}"
+                    rows.append(row)
+                    continue
+                bw = (io_bytes + state_bytes * N) / ms / 1e6
+                row.update(ms=ms, GB_s=bw, of_copy=bw / copy_bw, status="ok")
+                rows.append(row)
+                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    for r in rows:
+        base = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
+                     and b["impl"] == "SpikingJelly IFNode(v_reset=None)" and "ms" in b), None)
+        if base and "ms" in r and r.get("node"):
+            r["speedup_vs_sj_ifnode"] = base["ms"] / r["ms"]
+    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "GB_s", "of_copy", "speedup_vs_sj_ifnode", "status"])
+    write_outputs(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
+                             "rows": rows}, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
