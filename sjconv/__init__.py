@@ -7,7 +7,7 @@
     acc = sjconv.evaluate(snn, loader, T=[1, 2, 4, 8, 16, 32, 64])    # {T: accuracy %}
 """
 
-from . import models, neurons, srp
+from . import analysis, memory, models, neurons, srp
 from .checkpoint import load_checkpoint
 from .convert import ConvertedSNN, convert
 from .errors import BackendUnavailableError, CheckpointError, ConversionError, SjconvError
@@ -17,7 +17,7 @@ from .simulate import evaluate, evaluate_ann, iter_logits, simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["models", "neurons", "srp", "QCFS", "convert", "ConvertedSNN", "simulate", "evaluate",
+__all__ = ["analysis", "memory", "models", "neurons", "srp", "QCFS", "convert", "ConvertedSNN", "simulate", "evaluate",
            "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode", "SignedIFNode",
            "SRPIFNode", "SRPSignedIFNode", "SjconvError", "CheckpointError", "ConversionError",
            "BackendUnavailableError"]

@@ -21,3 +21,14 @@ def test_demo_reduced_run(tmp_path, capsys):
     assert rows == ["QCFS", "NegSpike", "SRP (τ=4)", "SRP + Neg (τ=4)"]
     assert all(len(line.split("|")) == 6 for line in printed.splitlines()[1:])
     assert (tmp_path / "digits.png").stat().st_size > 1000
+
+
+def test_demo_is_reproducible(tmp_path):
+    args = ["--epochs", "2", "-T", "1", "8", "--method", "qcfs", "srp", "--device", "cpu", "--no-progress"]
+    runs = []
+    for name in ("a", "b"):
+        assert demo_digits.cli(args + ["--out", str(tmp_path / name)]) == 0
+        runs.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    for key in ("ann_accuracy", "final_train_loss"):
+        assert runs[0][key] == runs[1][key]
+    assert [m["accuracy"] for m in runs[0]["methods"]] == [m["accuracy"] for m in runs[1]["methods"]]

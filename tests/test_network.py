@@ -126,7 +126,10 @@ def test_ann_is_unchanged_and_weights_copied(vgg16):
     before = copy.deepcopy(ann.state_dict())
     snn = sjconv.convert(ann, "neg")
     assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())
-    assert isinstance(snn.net.layer1[0], layer.Conv2d) and isinstance(snn.net.layer1[2], SpikingNode)
+    assert isinstance(snn.net.layer1[0], layer.Conv2d) and isinstance(snn.net.layer1[2], sjconv.SignedIFNode)
+    for method, cls in [("qcfs", sjconv.ConvertedIFNode), ("srp", sjconv.SRPIFNode),
+                        ("srp+neg", sjconv.SRPSignedIFNode)]:
+        assert type(sjconv.convert(ann, method).net.classifier[2]) is cls
     assert snn.net.layer1[2].v_threshold == float(ann.layer1[2].thresh.detach())
     assert not snn.training
 

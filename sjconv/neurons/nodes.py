@@ -200,50 +200,53 @@ class SpikingNode(BaseNode):
         return extra + f", backend={self.backend}, step_mode={self.step_mode}"
 
 
-class ConvertedIFNode(SpikingNode):
+class _FixedNode(SpikingNode):
+    """A node whose kind (signed, srp) is fixed by its class."""
+
+    SIGNED = False
+    SRP = False
+
+    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False):
+        super().__init__(v_threshold, signed=self.SIGNED, srp=self.SRP, neg_rule=neg_rule,
+                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+
+
+class ConvertedIFNode(_FixedNode):
     """Half-threshold IF neuron of a converted QCFS layer (METHODS.md §2)."""
 
-    def __init__(self, v_threshold, step_mode="s", backend="torch", store_v_seq=False):
-        super().__init__(v_threshold, signed=False, srp=False, step_mode=step_mode,
-                         backend=backend, store_v_seq=store_v_seq)
 
-
-class SignedIFNode(SpikingNode):
+class SignedIFNode(_FixedNode):
     """Signed IF ("NegSpike", METHODS.md §3); ``neg_rule='snm'`` gives the SNM variant."""
 
-    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False):
-        super().__init__(v_threshold, signed=True, srp=False, neg_rule=neg_rule, step_mode=step_mode,
-                         backend=backend, store_v_seq=store_v_seq)
+    SIGNED = True
 
 
-class SRPIFNode(SpikingNode):
+class SRPIFNode(_FixedNode):
     """IF neuron with the SRP output mask (METHODS.md §4)."""
 
-    def __init__(self, v_threshold, step_mode="s", backend="torch", store_v_seq=False):
-        super().__init__(v_threshold, signed=False, srp=True, step_mode=step_mode,
-                         backend=backend, store_v_seq=store_v_seq)
+    SRP = True
 
 
-class SRPSignedIFNode(SpikingNode):
+class SRPSignedIFNode(_FixedNode):
     """Signed IF neuron with the SRP mask on both signs (METHODS.md §4, SRP + NegSpike)."""
 
-    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False):
-        super().__init__(v_threshold, signed=True, srp=True, neg_rule=neg_rule, step_mode=step_mode,
-                         backend=backend, store_v_seq=store_v_seq)
+    SIGNED = True
+    SRP = True
+
+
+#: conversion method -> node class
+METHOD_NODES = {"qcfs": ConvertedIFNode, "neg": SignedIFNode, "srp": SRPIFNode, "srp+neg": SRPSignedIFNode}
+#: conversion method -> (signed, srp)
+METHODS = {name: (cls.SIGNED, cls.SRP) for name, cls in METHOD_NODES.items()}
 
 
 def node_for(method: str, v_threshold, step_mode="s", backend="torch", neg_rule="qcfs") -> SpikingNode:
     """The node that a QCFS layer becomes under conversion ``method``."""
     try:
-        signed, srp = METHODS[method]
+        cls = METHOD_NODES[method]
     except KeyError:
         raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}") from None
-    return SpikingNode(v_threshold, signed=signed, srp=srp, neg_rule=neg_rule,
-                       step_mode=step_mode, backend=backend)
-
-
-#: conversion method -> (signed, srp)
-METHODS = {"qcfs": (False, False), "neg": (True, False), "srp": (False, True), "srp+neg": (True, True)}
+    return cls(v_threshold, neg_rule=neg_rule, step_mode=step_mode, backend=backend)
 
 
 def spiking_nodes(net: torch.nn.Module):
