@@ -57,7 +57,7 @@ def main(argv=None):
             except torch.OutOfMemoryError:
                 ann_ms = None
                 rows.append({"T": T, "model": "ANN (batch T·N)", "status": "OOM"})
-            del batch
+            batch = None  # free it before the SNN runs
             for backend in args.backends:
                 row = {"T": T, "model": f"SNN 'm' {backend}"}
                 try:

@@ -65,10 +65,6 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
     except SjconvError as exc:
         row["status"] = f"does not fit: {exc}"
         return row
-    finally:
-        del snn
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     n = images.shape[0]
     row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,
                images_per_s=1e3 * n / result["ms"], peak_gib=result["peak_gib"])
@@ -129,6 +125,8 @@ def main(argv=None):
         for mode in args.modes:
             for T in args.T:
                 row = run_case(ann, images, backend, mode, T, budget, args, device)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the case's network and activations are gone now
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     columns = ["backend", "mode", "T", "chunk", "status", "ms_per_image", "images_per_s", "peak_gib"]

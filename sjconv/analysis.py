@@ -26,8 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .convert import ConvertedSNN, step_mode_of
-from .neurons import METHODS, SpikingNode
+from .convert import step_mode_of, unwrap
+from .neurons import SpikingNode
 from .qcfs import QCFS
 from .simulate import iter_logits
 
@@ -244,17 +244,8 @@ class _Probe:
 
 
 # -------------------------------------------------------------------------- helpers
-def _unwrap(snn: nn.Module):
-    """(net, method, default tau) of a ConvertedSNN or a plain network of sjconv nodes."""
-    if isinstance(snn, ConvertedSNN):
-        return snn.net, snn.method, snn.tau
-    flags = {(n.signed, n.srp) for n in snn.modules() if isinstance(n, SpikingNode)}
-    names = [m for m, f in METHODS.items() if {f} == flags]
-    return snn, (names[0] if names else "mixed"), 0
-
-
 def _run(ann, snn, images, T, tau, chunk, checkpoints, ops):
-    net, method, default_tau = _unwrap(snn)
+    net, method, default_tau = unwrap(snn)
     tau = default_tau if tau is None else int(tau)
     if int(T) < 1:
         raise ValueError(f"T must be >= 1, got {T}")

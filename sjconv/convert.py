@@ -15,12 +15,11 @@ elementwise (a residual add is fine); reshape with ``nn.Flatten`` modules, not `
 import copy
 from typing import Callable, Dict, Optional, Type
 
-import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from .errors import ConversionError
-from .neurons import METHODS, check_backend, node_for
+from .neurons import METHODS, SpikingNode, check_backend, node_for
 from .qcfs import QCFS
 from .srp import DEFAULT_TAU
 
@@ -88,6 +87,16 @@ class ConvertedSNN(nn.Module):
 
     def extra_repr(self):
         return f"method={self.method}, tau={self.tau}, backend={self.backend}"
+
+
+def unwrap(snn: nn.Module):
+    """``(net, method, tau)`` of a :class:`ConvertedSNN`, or of a plain network of sjconv nodes
+    (method inferred from its nodes, ``'mixed'`` if they differ; tau 0)."""
+    if isinstance(snn, ConvertedSNN):
+        return snn.net, snn.method, snn.tau
+    flags = {(n.signed, n.srp) for n in snn.modules() if isinstance(n, SpikingNode)}
+    names = [m for m, f in METHODS.items() if {f} == flags]
+    return snn, (names[0] if names else "mixed"), 0
 
 
 def step_mode_of(net: nn.Module) -> str:

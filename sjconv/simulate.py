@@ -18,15 +18,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
-from .convert import ConvertedSNN, step_mode_of
+from .convert import step_mode_of, unwrap
 from .memory import choose_chunk
 from .neurons import begin_main_phase, spiking_nodes
-
-
-def _unwrap(snn: nn.Module):
-    if isinstance(snn, ConvertedSNN):
-        return snn.net, snn.tau
-    return snn, 0
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -72,7 +66,7 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    net, default_tau = _unwrap(snn)
+    net, _, default_tau = unwrap(snn)
     tau = default_tau if tau is None else int(tau)
     mode = step_mode_of(net)
     chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
@@ -117,7 +111,7 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
     wanted = set(steps)
     correct = {t: 0 for t in steps}
     total = 0
-    net, tau_default = _unwrap(snn)
+    net, _, tau_default = unwrap(snn)
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(device), labels.to(device)
         if chunk is None and memory_budget is not None:

@@ -7,7 +7,6 @@ T = 1, 2, 4, ..., 64 in one pass per method, prints the table and writes JSON an
 """
 
 import argparse
-import os
 import sys
 import time
 
