@@ -80,3 +80,24 @@ def test_measured_footprint_predicts_cuda_peak(resnet):
     sjconv.simulate(snn, images, 8, chunk=8)
     peak = torch.cuda.max_memory_allocated()
     assert peak <= fp.fixed + 8 * fp.per_step * 1.1
+
+
+def _largest_tensor_during(snn, images, T, **kw):
+    """Largest module output (elements) while evaluating T steps: what a run must hold at once."""
+    largest = [0]
+    hooks = [m.register_forward_hook(lambda m, i, o: largest.__setitem__(0, max(largest[0], o.numel())))
+             for m in snn.net.modules()]
+    sjconv.evaluate(snn, [(images, torch.arange(images.shape[0]))], [1, T], progress=False, **kw)
+    for h in hooks:
+        h.remove()
+    return largest[0]
+
+
+@pytest.mark.parametrize("mode,chunk", [("s", None), ("m", 4)])
+def test_step_and_chunked_modes_hold_nothing_of_size_T(resnet, mode, chunk):
+    ann, images = resnet
+    snn = sjconv.convert(ann, "srp+neg", mode, tau=3)
+    sizes = [_largest_tensor_during(snn, images, T, chunk=chunk) for T in (4, 40)]
+    assert sizes[0] == sizes[1]
+    unconstrained = sjconv.convert(ann, "srp+neg", "m", tau=3)
+    assert _largest_tensor_during(unconstrained, images, 40) == (40 // (chunk or 1)) * sizes[1]
