@@ -17,6 +17,7 @@ torch backend.
 """
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,15 +27,18 @@ from ..errors import BackendUnavailableError
 _SOURCE = r"""
 typedef unsigned short u16;
 
+#ifndef SJCONV_HOST_EMULATION   /* tests compile this source for the CPU with their own versions */
+__device__ __forceinline__ float sj_h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 sj_f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#endif
+
 struct F32 { typedef float T;
   static __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
   static __device__ __forceinline__ void store(float* p, long long i, float f) { p[i] = f; } };
 
 struct F16 { typedef u16 T;
-  static __device__ __forceinline__ float load(const u16* p, long long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i])); return f; }
-  static __device__ __forceinline__ void store(u16* p, long long i, float f) {
-    u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); p[i] = h; } };
+  static __device__ __forceinline__ float load(const u16* p, long long i) { return sj_h2f(p[i]); }
+  static __device__ __forceinline__ void store(u16* p, long long i, float f) { p[i] = sj_f2h(f); } };
 
 struct BF16 { typedef u16 T;
   static __device__ __forceinline__ float load(const u16* p, long long i) {
@@ -143,6 +147,44 @@ def check_input(x_seq: torch.Tensor) -> None:
                            "or use backend='torch'")
 
 
+class Launch(NamedTuple):
+    """Tensors and sizes of one kernel launch, laid out so that element i of one step has the
+    same storage offset in x, out, v, count and mask."""
+    x: torch.Tensor
+    out: torch.Tensor
+    v: torch.Tensor
+    count: torch.Tensor   # v again when the node is not signed (never written then)
+    mask: torch.Tensor    # v again when there is no mask (never read then)
+    n: int                # neurons per step
+    steps: int
+
+    def pointer_args(self):
+        """Kernel arguments after the flags: pointers and sizes as Python ints (without θ)."""
+        return (self.x.data_ptr(), self.out.data_ptr(), self.v.data_ptr(), self.count.data_ptr(),
+                self.mask.data_ptr(), self.n, self.steps, self.x.stride(0), self.out.stride(0))
+
+
+def prepare(x_seq, v, count, mask, signed: bool) -> Launch:
+    """Arrange a launch on the storage as it is: one dense step (contiguous or channels_last)
+    is used in place, anything else is copied to contiguous; states get the step's strides."""
+    step = x_seq[0] if x_seq.shape[0] else x_seq.new_empty(x_seq.shape[1:])
+    if not _dense(step):
+        x_seq = x_seq.contiguous()
+        step = x_seq[0]
+    out = torch.empty_like(x_seq)
+    if x_seq.shape[0] and out[0].stride() != step.stride():
+        x_seq, out = x_seq.contiguous(), torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+        step = x_seq[0]
+    v = _like(v, step, torch.float32, fresh=True)
+    count = _like(count, step, torch.float32, fresh=True) if signed else v
+    mask_arg = _like(mask, step, torch.bool, fresh=False) if mask is not None else v
+    return Launch(x_seq, out, v, count, mask_arg, step.numel(), x_seq.shape[0])
+
+
+def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> str:
+    return _name(_FORMATS[dtype], signed, masked, snm)
+
+
 def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``.
 
@@ -151,25 +193,16 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     """
     check_input(x_seq)
     cupy = _cupy()
-    step = x_seq[0]
-    if not _dense(step):
-        x_seq = x_seq.contiguous()
-        step = x_seq[0]
-    out = torch.empty_like(x_seq)
-    if out[0].stride() != step.stride():
-        x_seq, out = x_seq.contiguous(), torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-        step = x_seq[0]
-    v = _like(v, step, torch.float32, fresh=True)
-    count = _like(count, step, torch.float32, fresh=True) if signed else v
-    mask_arg = _like(mask, step, torch.bool, fresh=False) if mask is not None else v
-    n = step.numel()
-    if n == 0 or x_seq.shape[0] == 0:
-        return out, v, (count if signed else None)
-    fmt = _FORMATS[x_seq.dtype]
-    kernel = _module(x_seq.device.index, fmt).get_function(_name(fmt, signed, mask is not None, snm))
-    args = (np.uint64(x_seq.data_ptr()), np.uint64(out.data_ptr()), np.uint64(v.data_ptr()),
-            np.uint64(count.data_ptr()), np.uint64(mask_arg.data_ptr()), np.int64(n),
-            np.int32(x_seq.shape[0]), np.int64(x_seq.stride(0)), np.int64(out.stride(0)), np.float32(theta))
-    with cupy.cuda.Device(x_seq.device.index), _stream(cupy, x_seq.device):
-        kernel(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
-    return out, v, (count if signed else None)
+    launch = prepare(x_seq, v, count, mask, signed)
+    result = launch.out, launch.v, (launch.count if signed else None)
+    if launch.n == 0 or launch.steps == 0:
+        return result
+    device = launch.x.device
+    kernel = _module(device.index, _FORMATS[launch.x.dtype]).get_function(
+        kernel_name(launch.x.dtype, signed, mask is not None, snm))
+    ptrs = launch.pointer_args()
+    args = tuple(np.uint64(p) for p in ptrs[:5]) + (np.int64(launch.n), np.int32(launch.steps),
+                                                     np.int64(ptrs[7]), np.int64(ptrs[8]), np.float32(theta))
+    with cupy.cuda.Device(device.index), _stream(cupy, device):
+        kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
+    return result

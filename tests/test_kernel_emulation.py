@@ -1,0 +1,178 @@
+"""The fused kernel's source, compiled for the CPU, against the torch backend.
+
+No GPU is needed: the CUDA source of :mod:`sjconv.neurons.cupy_backend` is compiled with g++
+behind a small shim (one "thread" per neuron in a host loop; float16 via GCC's ``_Float16``
+instead of the PTX ``cvt`` instructions) and driven through :func:`cupy_backend.prepare`, the
+same layout logic the GPU path uses. This checks the kernel's neuron rules, state handling,
+strides and dtype conversions bit for bit; it does not check the CuPy launch or the PTX
+half-precision conversions -- the GPU tests in ``test_cupy.py`` do.
+"""
+
+import ctypes
+import shutil
+import subprocess
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+from sjconv.neurons import SpikingNode
+from sjconv.neurons import cupy_backend as cb
+
+SHIM = r"""
+#define SJCONV_HOST_EMULATION 1
+#include <cstring>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+typedef unsigned short u16_;
+static inline float sj_h2f(u16_ h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
+static inline u16_ sj_f2h(float f) { _Float16 x = (_Float16)f; u16_ h; std::memcpy(&h, &x, 2); return h; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+struct Dim3 { unsigned int x; };
+static Dim3 blockIdx, threadIdx, blockDim;
+"""
+
+FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _wrappers():
+    lines = []
+    for dtype, fmt in FORMATS.items():
+        for signed, masked, snm in cb._flags():
+            name = cb.kernel_name(dtype, signed, masked, snm)
+            lines.append(
+                f'extern "C" void {_symbol(dtype, signed, masked, snm)}(void* x, void* out, void* v, void* c, '
+                f"void* m, long long n, int steps, long long xs, long long os, float theta) {{\n"
+                f"  blockDim.x = 1; threadIdx.x = 0;\n"
+                f"  for (long long i = 0; i < n; ++i) {{ blockIdx.x = (unsigned int)i;\n"
+                f"    {name}((const {fmt}::T*)x, ({fmt}::T*)out, (float*)v, (float*)c, "
+                f"(const unsigned char*)m, n, steps, xs, os, theta); }}\n}}")
+    return "\n".join(lines)
+
+
+def _symbol(dtype, signed, masked, snm):
+    return f"run_{FORMATS[dtype]}_{int(signed)}{int(masked)}{int(snm)}"
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("needs g++ to compile the kernel source for the CPU")
+    folder = tmp_path_factory.mktemp("kernel")
+    src = folder / "kernel.cpp"
+    src.write_text(SHIM + cb._SOURCE + _wrappers())
+    lib = folder / "kernel.so"
+    proc = subprocess.run([compiler, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
+                           str(src), "-o", str(lib)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def emulate(lib, x_seq, v, count, mask, theta, signed, snm):
+    launch = cb.prepare(x_seq, v, count, mask, signed)
+    fn = getattr(lib, _symbol(launch.x.dtype, signed, mask is not None, snm))
+    p = launch.pointer_args()
+    fn(*(ctypes.c_void_p(a) for a in p[:5]), ctypes.c_longlong(p[5]), ctypes.c_int(p[6]),
+       ctypes.c_longlong(p[7]), ctypes.c_longlong(p[8]), ctypes.c_float(theta))
+    return launch.out, launch.v, (launch.count if signed else None)
+
+
+def torch_backend(x_seq, theta, signed, snm, mask):
+    node = SpikingNode(theta, signed=signed, srp=mask is not None, neg_rule="snm" if snm else "qcfs",
+                       step_mode="m")
+    functional.reset_net(node)
+    if mask is not None:
+        node.mask = mask
+    out = node(x_seq)
+    return out, node.v, (node.count if signed else None)
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+@pytest.mark.parametrize("signed,masked,snm", list(cb._flags()))
+@pytest.mark.parametrize("shape", [(9, 1), (20, 3, 7, 5)])
+def test_host_compiled_kernel_matches_torch_backend(host_kernels, dtype, signed, masked, snm, shape):
+    theta = 0.6
+    x = (torch.randn(shape) * 0.7).to(dtype)
+    mask = torch.rand(shape[1:]) > 0.3 if masked else None
+    v0 = torch.full(shape[1:], 0.0 if (signed and snm) else theta / 2)
+    c0 = torch.zeros(shape[1:])
+    got = emulate(host_kernels, x, v0, c0, mask, theta, signed, snm)
+    want = torch_backend(x, theta, signed, snm, mask)
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+    if signed:
+        assert torch.equal(got[2], want[2])
+        assert (want[0] < 0).any()  # the negative rule was exercised
+    assert torch.equal(v0, torch.full(shape[1:], 0.0 if (signed and snm) else theta / 2))  # inputs untouched
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "expanded", "strided_steps"])
+def test_layouts_used_in_place_or_copied(host_kernels, layout):
+    theta = 0.5
+    base = torch.randn(5, 2, 6, 4, 3) * 0.6
+    if layout == "channels_last":
+        x = base.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(5, 2, 6, 4, 3)
+    elif layout == "transposed":
+        x = base.transpose(-1, -2)
+    elif layout == "expanded":
+        x = base[:1].expand(5, -1, -1, -1, -1)       # the same step every time (stride 0 in time)
+    else:
+        x = torch.randn(10, 2, 6, 4, 3)[::2]         # steps further apart than one step
+    launch = cb.prepare(x, torch.zeros(x.shape[1:]), torch.zeros(x.shape[1:]), None, True)
+    if layout in ("channels_last", "expanded", "strided_steps"):
+        assert launch.x.data_ptr() == x.data_ptr()  # no copy of the input
+    mask = torch.rand(x.shape[1:]) > 0.5
+    state = torch.full(x.shape[1:], theta / 2)
+    got = emulate(host_kernels, x, state, torch.zeros(x.shape[1:]), mask, theta, True, False)
+    want = torch_backend(x, theta, True, False, mask)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+def test_split_calls_continue_exactly(host_kernels):
+    theta = 0.8
+    x = torch.randn(12, 50)
+    whole = torch_backend(x, theta, True, False, None)
+    v, c = torch.full((50,), theta / 2), torch.zeros(50)
+    outs = []
+    for part in (x[:4], x[4:5], x[5:]):
+        out, v, c = emulate(host_kernels, part, v, c, None, theta, True, False)
+        outs.append(out)
+    assert torch.equal(torch.cat(outs), whole[0]) and torch.equal(v, whole[1]) and torch.equal(c, whole[2])
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+@pytest.mark.parametrize("signed,masked,snm", list(cb._flags()))
+def test_exact_ties_at_threshold_zero_and_minus_threshold(host_kernels, dtype, signed, masked, snm):
+    """Inputs on a grid of θ/4 make v land exactly on θ, 0 and -θ: the >=, < 0 and <= -θ edges."""
+    theta = 0.5
+    x = (torch.randint(-2, 3, (24, 400)).float() * theta / 2).to(dtype)
+    mask = torch.rand(400) > 0.3 if masked else None
+    v0 = torch.full((400,), 0.0 if (signed and snm) else theta / 2)
+    got = emulate(host_kernels, x, v0, torch.zeros(400), mask, theta, signed, snm)
+    want = torch_backend(x, theta, signed, snm, mask)
+    for a, b in zip(got, want):
+        assert a is None or torch.equal(a, b)
+
+
+#: thresholds exactly halfway between two values of the output dtype, with an odd last bit, so
+#: that round-to-nearest-even differs from every other rounding
+TIES = {torch.float32: 0.75, torch.float16: 1 + 3 * 2**-11, torch.bfloat16: 1 + 3 * 2**-8}
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+def test_output_rounding_matches_torch_at_ties(host_kernels, dtype):
+    theta = TIES[dtype]
+    x = (torch.randn(16, 300) * 0.8).to(dtype)
+    got = emulate(host_kernels, x, torch.full((300,), theta / 2), torch.zeros(300), None, theta, True, False)
+    want = torch_backend(x, theta, True, False, None)
+    assert torch.equal(got[0], want[0]) and (want[0] != 0).any()
+    if dtype is not torch.float32:
+        assert float(want[0].abs().max()) != theta  # the tie was really rounded
