@@ -125,3 +125,23 @@ def test_grad_inputs_are_refused(opt_in):
     node = SpikingNode(1.0, backend="cupy", step_mode="m")
     with pytest.raises(RuntimeError, match="inference-only"):
         node(torch.randn(3, 4, device="cuda", requires_grad=True))
+
+
+def test_external_stream_follows_each_cupy_api():
+    from types import SimpleNamespace
+
+    from sjconv.neurons import cupy_backend
+
+    seen = {}
+
+    class Stream14:  # CuPy 14: Stream.from_external(obj with __cuda_stream__)
+        @staticmethod
+        def from_external(obj):
+            seen["14"] = obj.__cuda_stream__()
+            return "stream14"
+
+    cupy14 = SimpleNamespace(cuda=SimpleNamespace(Stream=Stream14))
+    assert cupy_backend.external_stream(cupy14, 1234, 0) == "stream14" and seen["14"] == (0, 1234)
+    cupy13 = SimpleNamespace(cuda=SimpleNamespace(Stream=type("Stream", (), {}),
+                                                  ExternalStream=lambda ptr, dev: ("ext", ptr, dev)))
+    assert cupy_backend.external_stream(cupy13, 99, 1) == ("ext", 99, 1)

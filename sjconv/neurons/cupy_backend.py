@@ -113,12 +113,23 @@ def _module(device_index: int, fmt: str):
     return module
 
 
-def _stream(cupy, device: torch.device):
-    ptr = torch.cuda.current_stream(device).cuda_stream
+class _StreamHandle:
+    """A raw ``cudaStream_t`` behind the CUDA stream protocol (what CuPy 14 accepts)."""
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+    def __cuda_stream__(self):
+        return (0, self.ptr)
+
+
+def external_stream(cupy, ptr: int, device_index: int):
+    """A CuPy stream object for torch's stream ``ptr``: ``Stream.from_external`` (CuPy >= 14,
+    stream protocol) or ``ExternalStream`` (CuPy 13, deprecated in 14)."""
     from_external = getattr(cupy.cuda.Stream, "from_external", None)
-    if from_external is not None:  # CuPy >= 14
-        return from_external(ptr)
-    return cupy.cuda.ExternalStream(ptr, device.index)
+    if from_external is not None:
+        return from_external(_StreamHandle(ptr))
+    return cupy.cuda.ExternalStream(ptr, device_index)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -203,6 +214,7 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     ptrs = launch.pointer_args()
     args = tuple(np.uint64(p) for p in ptrs[:5]) + (np.int64(launch.n), np.int32(launch.steps),
                                                      np.int64(ptrs[7]), np.int64(ptrs[8]), np.float32(theta))
-    with cupy.cuda.Device(device.index), _stream(cupy, device):
+    stream = external_stream(cupy, torch.cuda.current_stream(device).cuda_stream, device.index)
+    with cupy.cuda.Device(device.index), stream:
         kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
     return result
