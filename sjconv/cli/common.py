@@ -77,6 +77,18 @@ def apply_memory_budget(args, device: torch.device):
     return budget
 
 
+def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
+    """``--analyze``: per-layer analysis of every requested method on the first test images."""
+    if not args.analyze:
+        return
+    from ..experiment import analyze_methods, first_images
+
+    analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
+                    step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
+                    neg_rule=args.neg_rule)
+    print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback."""
     try:

@@ -13,10 +13,11 @@ import time
 import torch
 
 from ..data import digits_datasets, loader
-from ..experiment import analyze_methods, first_images, results_table, run_methods, save_results
+from ..experiment import results_table, run_methods, save_results
 from ..models import small_cnn
 from ..train import fit
-from .common import add_simulation_args, apply_memory_budget, positive_int, resolve_device, run_cli
+from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, positive_int, resolve_device,
+                     run_cli)
 
 
 def parse_args(argv=None):
@@ -62,11 +63,7 @@ def main(argv=None) -> int:
     print(results_table(results, "Digits"))
     save_results(results, args.out + ".json", args.out + ".png", "small QCFS CNN on scikit-learn digits")
     print(f"wrote {args.out}.json and {args.out}.png", file=sys.stderr)
-    if args.analyze:
-        analyze_methods(model, first_images(test_loader, args.analyze_images), args.method,
-                        sorted(set(args.steps)), args.out, tau=args.tau, step_mode=args.step_mode,
-                        backend=args.backend, device=device, chunk=args.chunk, neg_rule=args.neg_rule)
-        print(f"wrote {args.out}_analysis.json and per-method plots {args.out}_<method>_*.png", file=sys.stderr)
+    analyze_if_asked(args, model, test_loader, sorted(set(args.steps)), args.out, device)
     return 0
 
 

@@ -12,8 +12,9 @@ import time
 from .. import models
 from ..checkpoint import load_checkpoint
 from ..data import cifar_dataset, limited, loader, num_classes
-from ..experiment import analyze_methods, first_images, results_table, run_methods, save_results
-from .common import add_simulation_args, apply_memory_budget, positive_int, resolve_device, run_cli
+from ..experiment import results_table, run_methods, save_results
+from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, positive_int, resolve_device,
+                     run_cli)
 
 
 def parse_args(argv=None):
@@ -55,12 +56,7 @@ def main(argv=None) -> int:
     plot = args.plot or os.path.splitext(args.out)[0] + ".png"
     save_results(results, args.out, plot, f"{args.arch} on {title}")
     print(f"wrote {args.out} and {plot}", file=sys.stderr)
-    if args.analyze:
-        prefix = os.path.splitext(args.out)[0]
-        analyze_methods(ann, first_images(test_loader, args.analyze_images), args.method, steps, prefix,
-                        tau=args.tau, step_mode=args.step_mode, backend=args.backend, device=device,
-                        chunk=args.chunk, neg_rule=args.neg_rule)
-        print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+    analyze_if_asked(args, ann, test_loader, steps, os.path.splitext(args.out)[0], device)
     return 0
 
 
