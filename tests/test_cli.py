@@ -155,3 +155,19 @@ def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsy
     for name in ("qcfs_rates", "qcfs_cases", "srp_neg_error_vs_T"):
         assert (fake_cifar / "an" / f"r_{name}.png").exists()
     assert json.loads(out.read_text())["memory_budget"] == 2 * 10**9
+
+
+def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    from torchvision.datasets import cifar
+
+    from sjconv.data import cifar_dataset
+    from sjconv.errors import SjconvError
+
+    def offline(*args, **kwargs):
+        raise URLError("network is unreachable")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    with pytest.raises(SjconvError, match="could not download CIFAR-10 .*--data-dir"):
+        cifar_dataset("cifar10", str(tmp_path), download=True)
