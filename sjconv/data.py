@@ -23,6 +23,11 @@ def num_classes(dataset: str) -> int:
     return CIFAR[dataset][2]
 
 
+def display_name(dataset: str) -> str:
+    """'cifar10' -> 'CIFAR-10' (table titles and messages)."""
+    return dataset.upper().replace("CIFAR", "CIFAR-")
+
+
 def cifar_dataset(dataset: str, data_dir: str, train: bool = False, download: bool = False):
     """The torchvision CIFAR dataset with QCFS preprocessing (train: crop 32 pad 4 + flip).
 
@@ -33,7 +38,7 @@ def cifar_dataset(dataset: str, data_dir: str, train: bool = False, download: bo
     if dataset not in CIFAR:
         raise SjconvError(f"unknown dataset '{dataset}'; choose one of {', '.join(CIFAR)}")
     cls_name, folder, _, mean, std = CIFAR[dataset]
-    pretty = dataset.upper().replace("CIFAR", "CIFAR-")
+    pretty = display_name(dataset)
     if not download and not os.path.isdir(os.path.join(data_dir, folder)):
         raise SjconvError(f"{pretty} not found in '{data_dir}' (expected the folder '{folder}' there): "
                           f"pass --download to fetch it, or --data-dir pointing to the folder that holds '{folder}'")

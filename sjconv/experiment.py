@@ -10,9 +10,16 @@ from typing import Dict, Iterable, Optional, Sequence
 import torch.nn as nn
 
 from .convert import convert
+from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
 from .simulate import evaluate, evaluate_ann
 from .srp import DEFAULT_TAU
+
+
+def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
+    """Convert for one table row: SRP methods get ``tau`` pre-run steps, the others none."""
+    method_tau = tau if METHODS[method][1] else 0
+    return convert(ann, method=method, step_mode=step_mode, backend=backend, tau=method_tau, neg_rule=neg_rule)
 
 
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
@@ -31,14 +38,12 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
                "ann_accuracy": evaluate_ann(ann, loader, device=device, progress=progress),
                "ann_seconds": round(time.perf_counter() - started, 3), "methods": []}
     for method in methods:
-        method_tau = tau if method.startswith("srp") else 0
-        snn = convert(ann, method=method, step_mode=step_mode, backend=backend, tau=method_tau,
-                      neg_rule=neg_rule)
+        snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
         started = time.perf_counter()
         accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                            desc=method_label(method, method_tau), memory_budget=memory_budget)
+                            desc=method_label(method, snn.tau), memory_budget=memory_budget)
         results["methods"].append({
-            "method": method, "label": method_label(method, method_tau), "tau": method_tau,
+            "method": method, "label": method_label(method, snn.tau), "tau": snn.tau,
             "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
             "seconds": round(time.perf_counter() - started, 3)})
     return results
@@ -83,14 +88,12 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
     images = images.to(device)
     report = {"images": int(images.shape[0]), "T": max(steps), "methods": []}
     for method in methods:
-        method_tau = tau if method.startswith("srp") else 0
-        snn = convert(ann, method=method, step_mode=step_mode, backend=backend, tau=method_tau,
-                      neg_rule=neg_rule)
+        snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
         result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
         errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
         print(analysis.format_layer_table(result))
         print()
-        result["label"] = method_label(method, method_tau)
+        result["label"] = method_label(method, snn.tau)
         result["error_vs_T"] = errors
         report["methods"].append(result)
         analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")

@@ -138,4 +138,3 @@ def enforce_budget(budget: Union[int, str], device: Optional[torch.device] = Non
         return None
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     return fraction
-

@@ -1,5 +1,6 @@
 """Result tables (METHODS.md §6 layout), JSON files and accuracy-vs-T plots."""
 
+import contextlib
 import json
 import os
 import tempfile
@@ -29,21 +30,27 @@ def format_table(title: str, steps: Iterable[int], rows: Mapping[str, Mapping[in
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + body)
 
 
-def write_json(path: str, data) -> None:
-    """Write ``data`` as JSON atomically (a temporary file renamed into place): a crash never
-    leaves a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error
+    removed, so a crash never leaves a half-written file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
 
 def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],

@@ -1,14 +1,13 @@
 """Training a QCFS ANN with the reference recipe: SGD (lr 0.1, momentum 0.9, weight decay
 5e-4), cosine learning-rate schedule, cross-entropy; optional mixed precision (AMP)."""
 
-import os
-import tempfile
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .report import atomic_path
 from .simulate import evaluate_ann
 
 
@@ -18,16 +17,8 @@ def make_optimizer(model: nn.Module, lr: float = 0.1, momentum: float = 0.9, wei
 
 def save_state_dict(model: nn.Module, path: str) -> None:
     """Save ``model.state_dict()`` (the official QCFS checkpoint format), atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Optional[Iterable] = None,

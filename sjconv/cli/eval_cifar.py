@@ -11,7 +11,7 @@ import time
 
 from .. import models
 from ..checkpoint import load_checkpoint
-from ..data import cifar_dataset, limited, loader, num_classes
+from ..data import cifar_dataset, display_name, limited, loader, num_classes
 from ..experiment import results_table, run_methods, save_results
 from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, positive_int, resolve_device,
                      run_cli)
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     results.update({"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                     "L": args.L, "device": str(device), "num_images": len(test_set),
                     "seconds": round(time.perf_counter() - started, 3)})
-    title = args.dataset.upper().replace("CIFAR", "CIFAR-")
+    title = display_name(args.dataset)
     print(results_table(results, title))
     plot = args.plot or os.path.splitext(args.out)[0] + ".png"
     save_results(results, args.out, plot, f"{args.arch} on {title}")
