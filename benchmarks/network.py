@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sjconv  # noqa: E402
 from sjconv.errors import SjconvError  # noqa: E402
-from sjconv.neurons.nodes import CUPY_OPT_IN  # noqa: E402
 from sjconv.simulate import iter_logits  # noqa: E402
 
 from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
@@ -37,7 +36,6 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="benchmarks/results/network")
     args = p.parse_args(argv)
-    os.environ.setdefault(CUPY_OPT_IN, "1")
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

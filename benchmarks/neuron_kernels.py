@@ -22,7 +22,6 @@ from spikingjelly.activation_based import functional, neuron  # noqa: E402
 
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.neurons import METHODS, SpikingNode  # noqa: E402
-from sjconv.neurons.nodes import CUPY_OPT_IN  # noqa: E402
 
 from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
 
@@ -58,7 +57,6 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="benchmarks/results/neuron_kernels")
     args = p.parse_args(argv)
-    os.environ.setdefault(CUPY_OPT_IN, "1")  # the benchmark measures the kernels, verified or not
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     theta = 1.0
     rows = []

@@ -136,7 +136,8 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     :param method: ``'qcfs'`` (half-threshold IF), ``'neg'`` (signed IF), ``'srp'`` (SRP-masked IF)
         or ``'srp+neg'``
     :param step_mode: ``'m'`` (T folded into the batch) or ``'s'`` (one step per call)
-    :param backend: ``'torch'`` (``'cupy'`` raises until the fused kernels land)
+    :param backend: ``'torch'`` (torch operations, any device) or ``'cupy'`` (one fused CUDA kernel
+        per neuron layer and call; CUDA inputs, inference only)
     :param tau: SRP pre-run steps (default 4 for SRP methods; must be 0/None otherwise)
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
     :returns: a :class:`ConvertedSNN` in eval mode

@@ -1,15 +1,11 @@
 """The fused CuPy backend against the torch backend (GPU tests are marked and skip without CUDA)."""
 
-import sys
-
 import pytest
 import torch
 from spikingjelly.activation_based import functional
 
 import sjconv
-from sjconv.errors import BackendUnavailableError
 from sjconv.neurons import SpikingNode
-from sjconv.neurons.nodes import CUPY_OPT_IN
 
 from reference import calibrate_thresholds
 
@@ -18,25 +14,10 @@ KINDS = [(False, False, "qcfs"), (True, False, "qcfs"), (True, False, "snm"), (F
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@pytest.fixture
-def opt_in(monkeypatch):
-    monkeypatch.setenv(CUPY_OPT_IN, "1")
-
-
-def test_cupy_needs_explicit_opt_in_until_verified(monkeypatch):
-    monkeypatch.delenv(CUPY_OPT_IN, raising=False)
-    with pytest.raises(BackendUnavailableError, match=CUPY_OPT_IN):
-        SpikingNode(1.0, backend="cupy")
-
-
-def test_cupy_backend_refuses_cpu_tensors_and_missing_cupy(opt_in, monkeypatch):
-    node = SpikingNode(1.0, backend="cupy", step_mode="m")
-    with pytest.raises(ValueError, match="CUDA tensors"):
-        node(torch.ones(2, 3))
+def test_cupy_backend_refuses_cpu_tensors():
     from sjconv.neurons import cupy_backend
-    monkeypatch.setitem(sys.modules, "cupy", None)
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'sjconv\[cupy\]'"):
-        cupy_backend._cupy()
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        cupy_backend.check_input(torch.ones(2, 3))
 
 
 def _pair(signed, srp, neg_rule, mode="m"):
@@ -69,7 +50,7 @@ def _assert_same(results):
 @pytest.mark.parametrize("signed,srp,neg_rule", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(7, 1), (16, 3, 5, 7), (33, 1000003)])
-def test_spikes_bit_identical_to_torch(opt_in, signed, srp, neg_rule, dtype, shape):
+def test_spikes_bit_identical_to_torch(signed, srp, neg_rule, dtype, shape):
     pytest.importorskip("cupy")
     torch.manual_seed(0)
     x = (torch.randn(shape, device="cuda") * 0.8).to(dtype)
@@ -79,7 +60,7 @@ def test_spikes_bit_identical_to_torch(opt_in, signed, srp, neg_rule, dtype, sha
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
-def test_non_contiguous_and_channels_last_inputs(opt_in, layout):
+def test_non_contiguous_and_channels_last_inputs(layout):
     pytest.importorskip("cupy")
     x = torch.randn(6, 4, 8, 5, 5, device="cuda")
     if layout == "channels_last":
@@ -93,7 +74,7 @@ def test_non_contiguous_and_channels_last_inputs(opt_in, layout):
 
 
 @pytest.mark.gpu
-def test_single_step_mode_and_state_continuity(opt_in):
+def test_single_step_mode_and_state_continuity():
     pytest.importorskip("cupy")
     x = torch.randn(12, 257, device="cuda")
     _assert_same(_run_both(x, True, False, "qcfs", mode="s"))
@@ -108,7 +89,7 @@ def test_single_step_mode_and_state_continuity(opt_in):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["qcfs", "neg", "srp", "srp+neg"])
-def test_whole_vgg16_logits_equal_between_backends(opt_in, method):
+def test_whole_vgg16_logits_equal_between_backends(method):
     pytest.importorskip("cupy")
     torch.manual_seed(0)
     images = torch.randn(4, 3, 32, 32, device="cuda")
@@ -120,7 +101,7 @@ def test_whole_vgg16_logits_equal_between_backends(opt_in, method):
 
 
 @pytest.mark.gpu
-def test_grad_inputs_are_refused(opt_in):
+def test_grad_inputs_are_refused():
     pytest.importorskip("cupy")
     node = SpikingNode(1.0, backend="cupy", step_mode="m")
     with pytest.raises(RuntimeError, match="inference-only"):
@@ -145,3 +126,40 @@ def test_external_stream_follows_each_cupy_api():
     cupy13 = SimpleNamespace(cuda=SimpleNamespace(Stream=type("Stream", (), {}),
                                                   ExternalStream=lambda ptr, dev: ("ext", ptr, dev)))
     assert cupy_backend.external_stream(cupy13, 99, 1) == ("ext", 99, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_self_check_passes_on_this_gpu(dtype):
+    pytest.importorskip("cupy")
+    from sjconv.neurons import cupy_backend, kernel_check
+    assert kernel_check.mismatches(cupy_backend._fused, torch.device("cuda"), dtype, cupy_backend._flags()) == []
+
+
+def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remembered(monkeypatch):
+    from types import SimpleNamespace
+
+    from sjconv.errors import BackendUnavailableError
+    from sjconv.neurons import cupy_backend, kernel_check
+
+    calls = []
+
+    def fake_verify(run, device, dtype, variants, where):
+        calls.append((device, dtype, where))
+        if dtype is torch.float16:
+            raise BackendUnavailableError("failed its self-check")
+
+    monkeypatch.setattr(cupy_backend, "_VERIFIED", set())
+    monkeypatch.setattr(cupy_backend, "require_cupy", lambda: SimpleNamespace(__version__="14.2"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(kernel_check, "verify", fake_verify)
+    dev0, dev1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    for _ in range(3):
+        cupy_backend._ensure_verified(dev0, torch.float32)
+    cupy_backend._ensure_verified(dev1, torch.float32)
+    for _ in range(2):
+        with pytest.raises(BackendUnavailableError):
+            cupy_backend._ensure_verified(dev0, torch.float16)
+    assert [(c[0], c[1]) for c in calls] == [(dev0, torch.float32), (dev1, torch.float32),
+                                             (dev0, torch.float16), (dev0, torch.float16)]
+    assert "Fake GPU" in calls[0][2] and "CuPy 14.2" in calls[0][2]

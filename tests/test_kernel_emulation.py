@@ -16,7 +16,8 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from sjconv.neurons import SpikingNode
+from sjconv.errors import BackendUnavailableError
+from sjconv.neurons import SpikingNode, kernel_check
 from sjconv.neurons import cupy_backend as cb
 
 SHIM = r"""
@@ -176,3 +177,47 @@ def test_output_rounding_matches_torch_at_ties(host_kernels, dtype):
     assert torch.equal(got[0], want[0]) and (want[0] != 0).any()
     if dtype is not torch.float32:
         assert float(want[0].abs().max()) != theta  # the tie was really rounded
+
+
+def _compile(tmp_path, source):
+    src = tmp_path / "kernel.cpp"
+    src.write_text(SHIM + source + _wrappers())
+    lib = tmp_path / "kernel.so"
+    proc = subprocess.run([shutil.which("g++"), "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
+                           str(src), "-o", str(lib)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def _runner(lib):
+    return lambda *args: emulate(lib, *args)
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+def test_self_check_accepts_the_kernel(host_kernels, dtype):
+    kernel_check.verify(_runner(host_kernels), "cpu", dtype, cb._flags())
+
+
+#: one plausible bug per rule or mechanism: (what is replaced, by what, a dtype that shows it)
+MUTATIONS = {
+    "fires at > instead of >=": ("vi >= theta", "vi > theta", torch.float32),
+    "negative spike at v <= 0": ("(vi < 0.0f)", "(vi <= 0.0f)", torch.float32),
+    "snm negative spike at v < -θ": ("(vi <= -theta)", "(vi < -theta)", torch.float32),
+    "negative spike without a count": ("SIGNED && ci > 0.0f", "SIGNED && ci >= 0.0f", torch.float32),
+    "mask ignored": ("keep ? __fmul_rn(s, theta) : 0.0f", "__fmul_rn(s, theta)", torch.float32),
+    "final v not stored": ("  v[i] = vi;\n", "\n", torch.float32),
+    "last neuron skipped": ("if (i >= n) return;", "if (i >= n - 1) return;", torch.float32),
+    "bf16 truncated": ("u += 0x7FFFu + ((u >> 16) & 1u);", "", torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("bug", list(MUTATIONS))
+def test_self_check_rejects_a_wrong_kernel(tmp_path, bug):
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to compile the kernel source for the CPU")
+    old, new, dtype = MUTATIONS[bug]
+    assert cb._SOURCE.count(old) == 1
+    lib = _compile(tmp_path, cb._SOURCE.replace(old, new))
+    with pytest.raises(BackendUnavailableError, match="failed its self-check") as err:
+        kernel_check.verify(_runner(lib), "cpu", dtype, cb._flags(), "test device")
+    assert "backend='torch'" in str(err.value) and "differ" in str(err.value)

@@ -1,5 +1,7 @@
 """Neuron nodes against hand-computed sequences and a plain reference loop (METHODS.md §2-§4)."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -221,10 +223,14 @@ def test_bad_arguments_raise_clear_errors():
         ConvertedIFNode(0.0)
     with pytest.raises(ValueError, match="neg_rule"):
         SignedIFNode(1.0, neg_rule="foo")
-    with pytest.raises(BackendUnavailableError, match="cupy"):
-        ConvertedIFNode(1.0, backend="cupy")
     with pytest.raises(ValueError, match="backend"):
         ConvertedIFNode(1.0, backend="jax")
+
+
+def test_cupy_backend_without_cupy_fails_when_the_node_is_built(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)   # as on an install without the cupy extra
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'sjconv\[cupy\]'"):
+        ConvertedIFNode(1.0, backend="cupy")
 
 
 def test_threshold_from_parameter_tensor():

@@ -9,6 +9,7 @@ import torch
 from ..errors import SjconvError
 from ..memory import enforce_budget, parse_memory
 from ..neurons import METHODS
+from ..neurons.nodes import check_backend
 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -65,6 +66,8 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
         raise SjconvError(f"--device {name} asked but no CUDA GPU is visible: use --device cpu")
     if backend == "cupy" and device.type != "cuda":
         raise SjconvError("--backend cupy runs on the GPU: use --device cuda (or --backend torch)")
+    if backend == "cupy":
+        check_backend(backend)   # before any data is loaded: a missing CuPy is a one-line error
     return device
 
 

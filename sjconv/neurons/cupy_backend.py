@@ -14,6 +14,8 @@ torch backend.
   channels_last); other layouts are copied to contiguous first.
 - stream: launched on torch's current CUDA stream; modules compiled once per device and dtype.
 - inference only: inputs that require grad are refused (the kernel has no backward).
+- self-checked: the first launch for a device and dtype is preceded by a bit-exact comparison of
+  every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernel_check`).
 """
 
 import functools
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError
+from . import kernel_check
 
 _SOURCE = r"""
 typedef unsigned short u16;
@@ -93,7 +96,7 @@ def _name(fmt, signed, masked, snm):
     return f"sjconv_neuron<{fmt}, {b(signed)}, {b(masked)}, {b(snm)}>"
 
 
-def _cupy():
+def require_cupy():
     try:
         import cupy
     except ImportError:
@@ -105,7 +108,7 @@ def _cupy():
 @functools.lru_cache(maxsize=None)
 def _module(device_index: int, fmt: str):
     """RawModule with every flag combination of one dtype, compiled once per device."""
-    cupy = _cupy()
+    cupy = require_cupy()
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(code=_SOURCE, options=("--std=c++14",),
                                 name_expressions=[_name(fmt, *f) for f in _flags()])
@@ -200,10 +203,17 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``.
 
     ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
-    arguments are not modified), ``mask`` a bool tensor or None.
+    arguments are not modified), ``mask`` a bool tensor or None. The first call for a device and
+    dtype runs the kernel self-check (:mod:`sjconv.neurons.kernel_check`) and raises if it fails.
     """
     check_input(x_seq)
-    cupy = _cupy()
+    _ensure_verified(x_seq.device, x_seq.dtype)
+    return _fused(x_seq, v, count, mask, theta, signed, snm)
+
+
+def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
+    """:func:`multi_step` without the input checks and the self-check."""
+    cupy = require_cupy()
     launch = prepare(x_seq, v, count, mask, signed)
     result = launch.out, launch.v, (launch.count if signed else None)
     if launch.n == 0 or launch.steps == 0:
@@ -218,3 +228,18 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     with cupy.cuda.Device(device.index), stream:
         kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
     return result
+
+
+#: (device index, dtype) pairs whose kernels passed the self-check in this process
+_VERIFIED = set()
+
+
+def _ensure_verified(device: torch.device, dtype: torch.dtype) -> None:
+    key = (device.index, dtype)
+    if key in _VERIFIED:
+        return
+    cupy = require_cupy()
+    where = f"{torch.cuda.get_device_name(device)} (CuPy {cupy.__version__}, CUDA {torch.version.cuda})"
+    with torch.no_grad():
+        kernel_check.verify(_fused, device, dtype, _flags(), where)
+    _VERIFIED.add(key)

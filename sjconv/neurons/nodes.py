@@ -22,32 +22,25 @@ SRP outside :func:`sjconv.simulate`::
     out = net(x_main)                    # T masked main steps
 """
 
-import os
 from typing import Optional
 
 import torch
 from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
-from ..errors import BackendUnavailableError
 from . import rules
 
 BACKENDS = ("torch", "cupy")
 
-#: the fused CuPy kernels have not yet been run against the torch backend on a GPU in this
-#: release; until they have, backend='cupy' must be asked for explicitly with this variable
-CUPY_OPT_IN = "SJCONV_ENABLE_CUPY"
-CUPY_VERIFIED = False
-
 
 def check_backend(backend: str) -> str:
-    """Validate a backend name. Nothing falls back silently: an unusable backend raises."""
+    """Validate a backend name. Nothing falls back silently: an unusable backend raises, and
+    ``'cupy'`` without CuPy installed raises here, when the network is built, not at its first run."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if backend == "cupy" and not CUPY_VERIFIED and os.environ.get(CUPY_OPT_IN) != "1":
-        raise BackendUnavailableError(
-            "backend='cupy' (fused CuPy kernels) has not been verified on a GPU in this release of "
-            f"sjconv: use backend='torch', or set {CUPY_OPT_IN}=1 to use the kernels anyway")
+    if backend == "cupy":
+        from .cupy_backend import require_cupy
+        require_cupy()
     return backend
 
 
@@ -122,19 +115,12 @@ class SpikingNode(BaseNode):
         return self._join(v, count, mask)
 
     # ------------------------------------------------------------- dynamics
-    def _step(self, x, v, count, mask):
-        if self.signed:
-            s, v, count = rules.signed_if_step(x, v, count, self.v_threshold, self.neg_rule)
-        else:
-            s, v = rules.if_step(x, v, self.v_threshold)
-        return rules.emit(s, self.v_threshold, x.dtype, mask), v, count
-
     def single_step_functional_forward(self, inputs, states, **kwargs):
         if self.backend == "cupy":  # the fused kernel with T = 1
             out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
             return (out[0],), states
         v, count, mask = self._split(states)
-        out, v, count = self._step(inputs[0], v, count, mask)
+        out, v, count = rules.step(inputs[0], v, count, mask, self.v_threshold, self.signed, self.neg_rule)
         return (out,), self._join(v, count, mask)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
@@ -146,13 +132,9 @@ class SpikingNode(BaseNode):
         v, count, mask = self._split(states)
         if self.backend == "cupy":
             return self._run_sequence_cupy(x_seq, v, count, mask, record_v)
-        out = torch.empty_like(x_seq)
-        v_steps = [] if record_v else None
-        for t in range(x_seq.shape[0]):
-            out[t], v, count = self._step(x_seq[t], v, count, mask)
-            if record_v:
-                v_steps.append(v)
-        return out, self._join(v, count, mask), (torch.stack(v_steps) if record_v else None)
+        out, v, count, v_seq = rules.run_steps(x_seq, v, count, mask, self.v_threshold, self.signed,
+                                               self.neg_rule, record_v)
+        return out, self._join(v, count, mask), v_seq
 
     def _run_sequence_cupy(self, x_seq, v, count, mask, record_v: bool):
         """One fused launch for all steps; with ``record_v``, one launch per step (to read v)."""

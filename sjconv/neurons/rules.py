@@ -52,6 +52,32 @@ def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch
     return out
 
 
+def step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+         theta: float, signed: bool, neg_rule: str = "qcfs"):
+    """One step of any node kind (IF or signed IF, with or without SRP mask): ``(out, v, count)``.
+    ``count`` is passed through untouched (it may be None) when the node is not signed."""
+    if signed:
+        s, v, count = signed_if_step(x, v, count, theta, neg_rule)
+    else:
+        s, v = if_step(x, v, theta)
+    return emit(s, theta, x.dtype, mask), v, count
+
+
+def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+              theta: float, signed: bool, neg_rule: str = "qcfs", record_v: bool = False):
+    """All steps of ``x_seq`` [T, ...] with :func:`step`, the reference every backend matches.
+
+    Returns ``(out, v, count, v_seq)``; ``v_seq`` [T, ...] (v after each step) only with ``record_v``.
+    """
+    out = torch.empty_like(x_seq)
+    v_steps = [] if record_v else None
+    for t in range(x_seq.shape[0]):
+        out[t], v, count = step(x_seq[t], v, count, mask, theta, signed, neg_rule)
+        if record_v:
+            v_steps.append(v)
+    return out, v, count, (torch.stack(v_steps) if record_v else None)
+
+
 def srp_mask(v: torch.Tensor, theta: float) -> torch.Tensor:
     """SRP mask after the pre-run: keep neurons whose residual potential is > 1e-3·θ."""
     return v > SRP_MASK_FRACTION * theta

@@ -1,0 +1,81 @@
+"""Self-check of a fused neuron kernel against the rules, on the device it is about to run on.
+
+Why: the GPU test suite compares the kernels with the torch backend on our machines, but a
+user's GPU, driver, CuPy and NVRTC differ from ours, and a kernel that compiles can still be
+wrong (an unexpected fused multiply-add, a different half-precision rounding, a launch that
+misses the last block). So before the first real launch for a (device, dtype), every kernel
+variant runs on small probes built to hit each edge of the rules, and must match
+:func:`sjconv.neurons.rules.run_steps` bit for bit; otherwise the backend refuses to run
+(no silent fallback, no silently wrong spikes).
+
+The probes:
+- inputs on a grid of θ/4, so the potential lands exactly on θ, 0 and −θ (the ``>=``, ``< 0``
+  and ``<= -θ`` edges) and the signed count goes up and down;
+- a θ halfway between two values of the input dtype, so outputs θ·s round at a tie;
+- a size that is not a multiple of the block size, an SRP mask, and every run split into two
+  calls, so the initial state is read and the final state written back.
+"""
+
+from typing import Callable, Iterable
+
+import torch
+
+from ..errors import BackendUnavailableError
+from . import rules
+
+PROBE_STEPS = 24
+PROBE_NEURONS = 3 * 256 + 77
+SPLIT_AT = 7
+
+#: thresholds exactly halfway between two neighbouring values of the dtype (odd last bit), so
+#: that an output rounded any other way than to nearest even differs
+TIE_THETA = {torch.float32: 0.75, torch.float16: 1 + 3 * 2**-11, torch.bfloat16: 1 + 3 * 2**-8}
+
+
+def probes(device, dtype):
+    """``[(theta, x_seq)]``: the grid probe (exact ties of the potential) and the rounding probe."""
+    gen = torch.Generator().manual_seed(20261125)
+    shape = (PROBE_STEPS, PROBE_NEURONS)
+    grid_theta = 0.5
+    grid = torch.randint(-2, 3, shape, generator=gen).float() * (grid_theta / 2)   # exact in every dtype
+    noise = torch.randn(shape, generator=gen) * 0.8
+    return [(grid_theta, grid.to(device=device, dtype=dtype)),
+            (TIE_THETA[dtype], noise.to(device=device, dtype=dtype))]
+
+
+def _split_run(run, x_seq, v, count, mask, theta, signed, snm):
+    first = run(x_seq[:SPLIT_AT], v, count, mask, theta, signed, snm)
+    second = run(x_seq[SPLIT_AT:], first[1], first[2], mask, theta, signed, snm)
+    return torch.cat([first[0], second[0]]), second[1], second[2]
+
+
+def mismatches(run: Callable, device, dtype, variants: Iterable) -> list:
+    """Run every ``(signed, masked, snm)`` variant with ``run(x_seq, v, count, mask, theta, signed,
+    snm) -> (out, v, count)`` on the probes; one line per difference from the rules."""
+    found = []
+    mask = torch.rand(PROBE_NEURONS, generator=torch.Generator().manual_seed(1)).to(device) > 0.3
+    variants = list(variants)
+    for theta, x_seq in probes(device, dtype):
+        for signed, masked, snm in variants:
+            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / 2, device=device)
+            c0 = torch.zeros(PROBE_NEURONS, device=device)
+            m = mask if masked else None
+            got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm)
+            want = rules.run_steps(x_seq, v0, c0 if signed else None, m, theta, signed, "snm" if snm else "qcfs")
+            names = ("outputs", "potentials", "counts") if signed else ("outputs", "potentials")
+            for name, a, b in zip(names, got, want):
+                if not torch.equal(a, b):
+                    wrong = int((a != b).sum()) if a.shape == b.shape else "all"
+                    found.append(f"signed={signed} mask={masked} snm={snm} θ={theta}: {wrong} {name} differ")
+    return found
+
+
+def verify(run: Callable, device, dtype, variants: Iterable, where: str = "") -> None:
+    """Raise :class:`BackendUnavailableError` naming the variants that disagree with the rules."""
+    found = mismatches(run, device, dtype, variants)
+    if found:
+        raise BackendUnavailableError(
+            f"the fused CuPy neuron kernel failed its self-check for {dtype} on {where or device} "
+            f"({'; '.join(found[:4])}{'; ...' if len(found) > 4 else ''}): its spikes would differ from "
+            "the torch backend, so it will not run. Use backend='torch' (identical results) and please "
+            "report this with your GPU, CUDA and CuPy versions")
