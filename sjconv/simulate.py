@@ -11,6 +11,7 @@ step (memory independent of T); ``'m'`` folds T into the batch, optionally in ch
 chunks. Every way gives the same spikes and logits.
 """
 
+import warnings
 from typing import Dict, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
@@ -95,6 +96,19 @@ def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
     return steps
 
 
+def _count_correct(snn, images, labels, steps: Sequence[int], tau, chunk) -> Dict[int, int]:
+    """Correct predictions of one batch after every T in ``steps`` (float64 running sums)."""
+    wanted, correct = set(steps), {}
+    running, t = None, 0
+    for block in iter_logits(snn, images, steps[-1], tau=tau, chunk=chunk):
+        for logits in block:
+            t += 1
+            running = logits.double() if running is None else running + logits.double()
+            if t in wanted:
+                correct[t] = int((running.argmax(dim=-1) == labels).sum())
+    return correct
+
+
 @torch.no_grad()
 def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
              device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
@@ -104,29 +118,44 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
 
     Logits are accumulated in float64 step by step in time order, so every step mode and
     chunking gives the same predictions; nothing of size T·N is kept. With ``memory_budget``
-    the chunk is chosen on the first batch and kept for the others.
+    the chunk is chosen on the first batch and kept for the others; if a batch still runs out
+    of memory (the footprint is extrapolated from one and two steps), that batch is run again
+    from the start with half the chunk, with a warning. An explicit ``chunk`` is never changed.
     """
     steps = _as_steps(T)
     device = torch.device(device) if device is not None else _device_of(snn)
-    wanted = set(steps)
     correct = {t: 0 for t in steps}
     total = 0
     net, _, tau_default = unwrap(snn)
+    adaptive = chunk is None and memory_budget is not None
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(device), labels.to(device)
-        if chunk is None and memory_budget is not None:
+        if adaptive and chunk is None:
             chunk = _resolve_chunk(net, images, max(steps[-1], tau or tau_default), None, memory_budget)
-        running, t = None, 0
-        for block in iter_logits(snn, images, steps[-1], tau=tau, chunk=chunk):
-            for logits in block:
-                t += 1
-                running = logits.double() if running is None else running + logits.double()
-                if t in wanted:
-                    correct[t] += int((running.argmax(dim=-1) == labels).sum())
+        while True:
+            try:
+                hits = _count_correct(snn, images, labels, steps, tau, chunk)
+                break
+            except torch.OutOfMemoryError:
+                if not (adaptive and chunk and chunk > 1):
+                    raise
+            # outside the except block, so the failed attempt's tensors can be freed
+            chunk = _halve_chunk(chunk, images)
+        for t in steps:
+            correct[t] += hits[t]
         total += labels.numel()
     if total == 0:
         raise ValueError("the data loader yielded no samples")
     return {t: 100.0 * correct[t] / total for t in steps}
+
+
+def _halve_chunk(chunk: int, images: torch.Tensor) -> int:
+    smaller = max(1, chunk // 2)
+    warnings.warn(f"out of memory with {chunk} time steps per call under the memory budget; "
+                  f"running this batch again with {smaller}", RuntimeWarning, stacklevel=4)  # the caller of evaluate()
+    if images.is_cuda:
+        torch.cuda.empty_cache()
+    return smaller
 
 
 @torch.no_grad()

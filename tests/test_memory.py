@@ -101,3 +101,49 @@ def test_step_and_chunked_modes_hold_nothing_of_size_T(resnet, mode, chunk):
     assert sizes[0] == sizes[1]
     unconstrained = sjconv.convert(ann, "srp+neg", "m", tau=3)
     assert _largest_tensor_during(unconstrained, images, 40) == (40 // (chunk or 1)) * sizes[1]
+
+
+def _oom_above(snn, images, max_steps):
+    """Make the network's first module raise CUDA's out-of-memory error on calls of more steps."""
+    first = next(m for m in snn.net.modules() if not list(m.children()))
+    calls = []
+
+    def hook(module, inputs):
+        steps = inputs[0].numel() // images.numel()   # the first module sees the images, T times
+        calls.append(steps)
+        if steps > max_steps:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    return first.register_forward_pre_hook(hook), calls
+
+
+@pytest.mark.parametrize("method", ["qcfs", "srp+neg"])
+def test_out_of_memory_under_a_budget_halves_the_chunk_and_reruns_the_batch(resnet, method):
+    ann, images = resnet
+    snn = sjconv.convert(ann, method, "m", tau=3 if "srp" in method else None)
+    loader = [(images, torch.arange(4)), (images.flip(0), torch.arange(4))]
+    want = sjconv.evaluate(snn, loader, [1, 5, 12], progress=False)
+    handle, calls = _oom_above(snn, images, 3)
+    try:
+        with pytest.warns(RuntimeWarning) as record:
+            got = sjconv.evaluate(snn, loader, [1, 5, 12], progress=False, memory_budget="1TB")
+    finally:
+        handle.remove()
+    assert got == want
+    assert [str(w.message).split(";")[0] for w in record] == [
+        "out of memory with 12 time steps per call under the memory budget",
+        "out of memory with 6 time steps per call under the memory budget"]
+    assert record[0].filename == __file__
+    # the footprint probe (1 and 2 steps), then 12 -> 6 -> 3, and 3 for the second batch
+    assert [c for c in calls if c > 3] == [12, 6] and calls[-1] == 3
+
+
+def test_out_of_memory_with_an_explicit_chunk_is_not_retried(resnet):
+    ann, images = resnet
+    snn = sjconv.convert(ann, "qcfs", "m")
+    handle, _ = _oom_above(snn, images, 3)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            sjconv.evaluate(snn, [(images, torch.arange(4))], [8], progress=False, chunk=4, memory_budget="1TB")
+    finally:
+        handle.remove()
