@@ -5,8 +5,9 @@ ms per image (per original image, i.e. per T·N batch divided by N) and peak mem
 
     python benchmarks/network.py --batch-size 128 --T 4 16 64 --out benchmarks/results/network
 
-The ratio SNN/ANN at the same effective batch says what the neuron layers cost. Writes
-PREFIX.json and PREFIX.md.
+The ratio SNN/ANN at the same effective batch says what the neuron layers cost. Forward passes
+are queued back to back and timed by CUDA events (see ``_common.timed``), for the ANN and the
+SNN alike. Writes PREFIX.json and PREFIX.md.
 """
 
 import argparse
@@ -48,7 +49,7 @@ def main(argv=None):
         for T in args.T:
             batch = images.repeat(T, 1, 1, 1)
             try:
-                r = timed(lambda: ann(batch), device, args.repeat, args.warmup)
+                r = timed(lambda: ann(batch), device, args.repeat, args.warmup, queued=True)
                 ann_ms = r["ms"]
                 rows.append({"T": T, "model": "ANN (batch T·N)", "ms_per_image": ann_ms / n,
                              "peak_gib": r["peak_gib"], "vs_ann": 1.0, "status": "ok"})
@@ -60,7 +61,8 @@ def main(argv=None):
                 row = {"T": T, "model": f"SNN 'm' {backend}"}
                 try:
                     snn = sjconv.convert(ann, args.method, "m", backend=backend)
-                    r = timed(lambda: list(iter_logits(snn, images, T)), device, args.repeat, args.warmup)
+                    r = timed(lambda: list(iter_logits(snn, images, T)), device, args.repeat,
+                              args.warmup, queued=True)
                 except torch.OutOfMemoryError:
                     row["status"] = "OOM"
                 except (SjconvError, ImportError, ValueError) as exc:
