@@ -56,6 +56,9 @@ def main(argv=None):
             except torch.OutOfMemoryError:
                 ann_ms = None
                 rows.append({"T": T, "model": "ANN (batch T·N)", "status": "OOM"})
+            except RuntimeError as exc:
+                ann_ms = None
+                rows.append({"T": T, "model": "ANN (batch T·N)", "status": f"failed: {str(exc).splitlines()[0][:200]}"})
             batch = None  # free it before the SNN runs
             for backend in args.backends:
                 row = {"T": T, "model": f"SNN 'm' {backend}"}
@@ -67,6 +70,8 @@ def main(argv=None):
                     row["status"] = "OOM"
                 except (SjconvError, ImportError, ValueError) as exc:
                     row["status"] = f"unavailable: {exc}"
+                except RuntimeError as exc:   # e.g. a cuDNN failure at a huge batch: record it, go on
+                    row["status"] = f"failed: {str(exc).splitlines()[0][:200]}"
                 else:
                     row.update(ms_per_image=r["ms"] / n, peak_gib=r["peak_gib"], status="ok",
                                vs_ann=(r["ms"] / ann_ms) if ann_ms else None)

@@ -1,10 +1,17 @@
 #!/usr/bin/env python
 """Step modes under a memory budget: time, throughput and peak memory of a converted network
-for growing T in 's' (one step per call), 'm' (all T in one call) and chunked 'm' (the largest
-chunk the budget allows), per backend. Out-of-memory runs are recorded as OOM.
+for growing T, per backend, in four modes:
+
+- ``s``: one step per call (memory independent of T);
+- ``m``: all T steps in one call (memory grows with T; OOM past the budget);
+- ``chunked``: 'm' in calls of ``--chunk`` steps (default 16; memory independent of T);
+- ``budget``: 'm' in calls of the largest chunk the memory budget allows (``choose_chunk``).
 
     python benchmarks/step_modes.py --device cuda --memory-budget 24GB \\
         --T 4 16 64 256 1024 --out benchmarks/results/step_modes
+
+Out-of-memory runs are recorded as OOM, other failures with their message, and the run goes on.
+Each backend is warmed up first (CuPy compilation and self-check, cuDNN), outside the timings.
 
 Writes PREFIX.json, PREFIX.md (table) and PREFIX.png (time and memory vs T per mode).
 Random weights (thresholds calibrated on the random images so that neurons fire).
@@ -25,7 +32,7 @@ from sjconv.simulate import iter_logits  # noqa: E402
 
 from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
 
-MODES = ("s", "m", "chunked")
+MODES = ("s", "m", "chunked", "budget")
 
 
 @torch.no_grad()
@@ -41,6 +48,16 @@ def calibrate(ann, images):
     return ann
 
 
+def warm_up(ann, images, backend, method):
+    """One short run per step mode: compiles and self-checks the CuPy kernels, initialises cuDNN."""
+    for step_mode in ("s", "m"):
+        try:
+            for _ in iter_logits(sjconv.convert(ann, method=method, step_mode=step_mode, backend=backend), images, 2):
+                pass
+        except (SjconvError, RuntimeError):
+            return   # run_case records the reason for every case
+
+
 def run_case(ann, images, backend, mode, T, budget, args, device):
     row = {"backend": backend, "mode": mode, "T": T, "batch": images.shape[0]}
     try:
@@ -51,8 +68,10 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
     chunk = None
     try:
         if mode == "chunked":
-            chunk = min(args.chunk, T) if args.chunk else choose_chunk(snn.net, images, T, budget)
-        row["chunk"] = chunk if mode == "chunked" else (1 if mode == "s" else T)
+            chunk = min(args.chunk, T)
+        elif mode == "budget":
+            chunk = choose_chunk(snn.net, images, T, budget)
+        row["chunk"] = chunk if chunk else (1 if mode == "s" else T)
 
         def run():
             for _ in iter_logits(snn, images, T, chunk=chunk):
@@ -64,6 +83,9 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
         return row
     except SjconvError as exc:
         row["status"] = f"does not fit: {exc}"
+        return row
+    except RuntimeError as exc:   # e.g. a cuDNN failure at a huge batch: record it, go on
+        row["status"] = f"failed: {str(exc).splitlines()[0][:200]}"
         return row
     n = images.shape[0]
     row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,
@@ -106,8 +128,7 @@ def main(argv=None):
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--backends", nargs="+", default=["torch", "cupy"], choices=["torch", "cupy"])
     p.add_argument("--memory-budget", default="24GB")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="steps per call of the chunked mode (default: the largest the budget allows)")
+    p.add_argument("--chunk", type=int, default=16, help="steps per call of the chunked mode (default: 16)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0)
@@ -122,6 +143,7 @@ def main(argv=None):
     ann = calibrate(sjconv.models.build(args.arch, num_classes=10).to(device).eval(), images)
     rows = []
     for backend in args.backends:
+        warm_up(ann, images, backend, args.method)
         for mode in args.modes:
             for T in args.T:
                 row = run_case(ann, images, backend, mode, T, budget, args, device)

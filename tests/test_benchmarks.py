@@ -17,7 +17,8 @@ def test_step_modes_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "sm.json").read_text())["rows"]
     assert [(r["mode"], r["T"], r["chunk"]) for r in rows] == [
-        ("s", 2, 1), ("s", 5, 1), ("m", 2, 2), ("m", 5, 5), ("chunked", 2, 2), ("chunked", 5, 2)]
+        ("s", 2, 1), ("s", 5, 1), ("m", 2, 2), ("m", 5, 5), ("chunked", 2, 2), ("chunked", 5, 2),
+        ("budget", 2, 2), ("budget", 5, 5)]
     assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
     assert (tmp_path / "sm.md").read_text().startswith("| backend | mode | T |")
     assert (tmp_path / "sm.png").stat().st_size > 1000
@@ -46,3 +47,13 @@ def test_network_benchmark_smoke(tmp_path):
     rows = json.loads((tmp_path / "net.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["ANN (batch T·N)", "SNN 'm' torch"]
     assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
+
+
+def test_gpu_check_script_refuses_to_run_without_cuda(tmp_path):
+    import pytest
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run the whole suite")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA GPU visible" in proc.stderr
