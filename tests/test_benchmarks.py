@@ -54,6 +54,7 @@ def test_gpu_check_script_refuses_to_run_without_cuda(tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the script would run the whole suite")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "no CUDA GPU visible" in proc.stderr
