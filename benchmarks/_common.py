@@ -59,6 +59,12 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmu
     return {"ms": times[len(times) // 2], "peak_gib": peak}
 
 
+def failure_status(exc: BaseException) -> str:
+    """A failed case's status: the first line of the error, so one bad case does not stop a run."""
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"failed: {type(exc).__name__}: {first_line[:200]}"
+
+
 def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
     def cell(value):
         if value is None:

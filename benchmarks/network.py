@@ -22,7 +22,7 @@ import sjconv  # noqa: E402
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.simulate import iter_logits  # noqa: E402
 
-from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
 
 def main(argv=None):
@@ -58,7 +58,7 @@ def main(argv=None):
                 rows.append({"T": T, "model": "ANN (batch T·N)", "status": "OOM"})
             except RuntimeError as exc:
                 ann_ms = None
-                rows.append({"T": T, "model": "ANN (batch T·N)", "status": f"failed: {str(exc).splitlines()[0][:200]}"})
+                rows.append({"T": T, "model": "ANN (batch T·N)", "status": failure_status(exc)})
             batch = None  # free it before the SNN runs
             for backend in args.backends:
                 row = {"T": T, "model": f"SNN 'm' {backend}"}
@@ -71,7 +71,7 @@ def main(argv=None):
                 except (SjconvError, ImportError, ValueError) as exc:
                     row["status"] = f"unavailable: {exc}"
                 except RuntimeError as exc:   # e.g. a cuDNN failure at a huge batch: record it, go on
-                    row["status"] = f"failed: {str(exc).splitlines()[0][:200]}"
+                    row["status"] = failure_status(exc)
                 else:
                     row.update(ms_per_image=r["ms"] / n, peak_gib=r["peak_gib"], status="ok",
                                vs_ann=(r["ms"] / ann_ms) if ann_ms else None)

@@ -25,7 +25,7 @@ from spikingjelly.activation_based import functional, neuron  # noqa: E402
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.neurons import METHODS, SpikingNode  # noqa: E402
 
-from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -96,7 +96,7 @@ def main(argv=None):
                 try:
                     ms = timed(fn, device, args.repeat, args.warmup, queued=True)["ms"]
                 except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
-                    row["status"] = f"failed: {type(exc).__name__}: {exc}"
+                    row["status"] = failure_status(exc)
                     rows.append(row)
                     continue
                 bw = (io_bytes + state_bytes * N) / ms / 1e6

@@ -30,7 +30,7 @@ from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.memory import choose_chunk, enforce_budget, parse_memory  # noqa: E402
 from sjconv.simulate import iter_logits  # noqa: E402
 
-from _common import device_info, markdown_table, timed, write_outputs  # noqa: E402
+from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
 MODES = ("s", "m", "chunked", "budget")
 
@@ -85,7 +85,7 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
         row["status"] = f"does not fit: {exc}"
         return row
     except RuntimeError as exc:   # e.g. a cuDNN failure at a huge batch: record it, go on
-        row["status"] = f"failed: {str(exc).splitlines()[0][:200]}"
+        row["status"] = failure_status(exc)
         return row
     n = images.shape[0]
     row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,

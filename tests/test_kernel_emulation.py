@@ -61,19 +61,23 @@ def _symbol(dtype, signed, masked, snm):
     return f"run_{FORMATS[dtype]}_{int(signed)}{int(masked)}{int(snm)}"
 
 
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
+def compile_for_host(folder, source=cb._SOURCE):
+    """``source`` behind the shim, compiled with g++ into a library in ``folder`` (skip without g++)."""
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("needs g++ to compile the kernel source for the CPU")
-    folder = tmp_path_factory.mktemp("kernel")
     src = folder / "kernel.cpp"
-    src.write_text(SHIM + cb._SOURCE + _wrappers())
+    src.write_text(SHIM + source + _wrappers())
     lib = folder / "kernel.so"
     proc = subprocess.run([compiler, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
                            str(src), "-o", str(lib)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return ctypes.CDLL(str(lib))
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    return compile_for_host(tmp_path_factory.mktemp("kernel"))
 
 
 def emulate(lib, x_seq, v, count, mask, theta, signed, snm):
@@ -163,30 +167,15 @@ def test_exact_ties_at_threshold_zero_and_minus_threshold(host_kernels, dtype, s
         assert a is None or torch.equal(a, b)
 
 
-#: thresholds exactly halfway between two values of the output dtype, with an odd last bit, so
-#: that round-to-nearest-even differs from every other rounding
-TIES = {torch.float32: 0.75, torch.float16: 1 + 3 * 2**-11, torch.bfloat16: 1 + 3 * 2**-8}
-
-
 @pytest.mark.parametrize("dtype", list(FORMATS))
 def test_output_rounding_matches_torch_at_ties(host_kernels, dtype):
-    theta = TIES[dtype]
+    theta = kernel_check.TIE_THETA[dtype]   # halfway between two values of the dtype
     x = (torch.randn(16, 300) * 0.8).to(dtype)
     got = emulate(host_kernels, x, torch.full((300,), theta / 2), torch.zeros(300), None, theta, True, False)
     want = torch_backend(x, theta, True, False, None)
     assert torch.equal(got[0], want[0]) and (want[0] != 0).any()
     if dtype is not torch.float32:
         assert float(want[0].abs().max()) != theta  # the tie was really rounded
-
-
-def _compile(tmp_path, source):
-    src = tmp_path / "kernel.cpp"
-    src.write_text(SHIM + source + _wrappers())
-    lib = tmp_path / "kernel.so"
-    proc = subprocess.run([shutil.which("g++"), "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
-                           str(src), "-o", str(lib)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
 
 
 def _runner(lib):
@@ -213,11 +202,9 @@ MUTATIONS = {
 
 @pytest.mark.parametrize("bug", list(MUTATIONS))
 def test_self_check_rejects_a_wrong_kernel(tmp_path, bug):
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ to compile the kernel source for the CPU")
     old, new, dtype = MUTATIONS[bug]
     assert cb._SOURCE.count(old) == 1
-    lib = _compile(tmp_path, cb._SOURCE.replace(old, new))
+    lib = compile_for_host(tmp_path, cb._SOURCE.replace(old, new))
     with pytest.raises(BackendUnavailableError, match="failed its self-check") as err:
         kernel_check.verify(_runner(lib), "cpu", dtype, cb._flags(), "test device")
     assert "backend='torch'" in str(err.value) and "differ" in str(err.value)
