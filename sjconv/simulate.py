@@ -43,6 +43,13 @@ def _run_steps(net: nn.Module, images: torch.Tensor, steps: int, mode: str,
         yield net(images.unsqueeze(0).expand(n, *images.shape))
 
 
+def _net_and_tau(snn: nn.Module, tau: Optional[int]):
+    """The SpikingJelly network inside ``snn`` and its SRP pre-run steps: ``tau`` when given,
+    else the value the network was converted with."""
+    net, _, default_tau = unwrap(snn)
+    return net, (default_tau if tau is None else int(tau))
+
+
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
                    memory_budget) -> Optional[int]:
     """The explicit chunk, else the one the budget allows in 'm' mode, else None (all steps)."""
@@ -67,8 +74,7 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    net, _, default_tau = unwrap(snn)
-    tau = default_tau if tau is None else int(tau)
+    net, tau = _net_and_tau(snn, tau)
     mode = step_mode_of(net)
     chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
     functional.reset_net(net)
@@ -126,12 +132,12 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
     total = 0
-    net, _, tau_default = unwrap(snn)
+    net, pre_run = _net_and_tau(snn, tau)
     adaptive = chunk is None and memory_budget is not None
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(device), labels.to(device)
         if adaptive and chunk is None:
-            chunk = _resolve_chunk(net, images, max(steps[-1], tau or tau_default), None, memory_budget)
+            chunk = _resolve_chunk(net, images, max(steps[-1], pre_run), None, memory_budget)
         while True:
             try:
                 hits = _count_correct(snn, images, labels, steps, tau, chunk)
