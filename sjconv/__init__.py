@@ -10,7 +10,7 @@
 from . import analysis, memory, models, neurons, srp
 from .checkpoint import load_checkpoint
 from .convert import ConvertedSNN, convert
-from .errors import BackendUnavailableError, CheckpointError, ConversionError, SjconvError
+from .errors import BackendUnavailableError, CheckpointError, ConfigError, ConversionError, SjconvError
 from .neurons import ConvertedIFNode, SignedIFNode, SRPIFNode, SRPSignedIFNode
 from .qcfs import QCFS
 from .simulate import evaluate, evaluate_ann, iter_logits, simulate
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = ["analysis", "memory", "models", "neurons", "srp", "QCFS", "convert", "ConvertedSNN", "simulate", "evaluate",
            "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode", "SignedIFNode",
-           "SRPIFNode", "SRPSignedIFNode", "SjconvError", "CheckpointError", "ConversionError",
+           "SRPIFNode", "SRPSignedIFNode", "SjconvError", "ConfigError", "CheckpointError", "ConversionError",
            "BackendUnavailableError"]

@@ -1,12 +1,19 @@
 """Exceptions that carry a message meant for the user: what is wrong and how to fix it.
 
-The command-line tools print ``str(error)`` of these as one line and exit non-zero,
+Every error sjconv raises on purpose is a :class:`SjconvError`, which is also a ``ValueError``
+(so ``except ValueError`` keeps working for callers that expect the standard type). Library
+messages name the Python parameter (``tau``, ``chunk``); the command-line tools print
+``str(error)`` as one ``error:`` line, mapping parameter names to their flags, and exit non-zero
 instead of showing a traceback.
 """
 
 
-class SjconvError(Exception):
+class SjconvError(ValueError):
     """Base class of every error sjconv raises on purpose (bad input, missing files)."""
+
+
+class ConfigError(SjconvError):
+    """A bad argument or combination of arguments (unknown method, tau < 0, chunk < 1, ...)."""
 
 
 class CheckpointError(SjconvError):
