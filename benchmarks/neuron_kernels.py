@@ -80,7 +80,8 @@ def main(argv=None):
                       node_runner(neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="m"), x), 4),
                      ("IF", "SpikingJelly HalfThresholdIFNode",
                       node_runner(neuron.HalfThresholdIFNode(v_threshold=theta, step_mode="m"), x), 4)]
-            for method, (signed, srp) in METHODS.items():
+            for method, record in METHODS.items():
+                signed, srp = record.signed, record.node.PRERUN == "srp"
                 state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
                 for backend in ("torch", "cupy"):
                     try:

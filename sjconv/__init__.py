@@ -11,13 +11,14 @@ from . import analysis, memory, models, neurons, srp
 from .checkpoint import load_checkpoint
 from .convert import ConvertedSNN, convert
 from .errors import BackendUnavailableError, CheckpointError, ConfigError, ConversionError, SjconvError
-from .neurons import ConvertedIFNode, SignedIFNode, SRPIFNode, SRPSignedIFNode
+from .neurons import (METHODS, COSIFNode, COSSignedIFNode, ConvertedIFNode, SignedIFNode, SRPIFNode,
+                      SRPSignedIFNode, prerun)
 from .qcfs import QCFS
 from .simulate import evaluate, evaluate_ann, iter_logits, simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["analysis", "memory", "models", "neurons", "srp", "QCFS", "convert", "ConvertedSNN", "simulate", "evaluate",
-           "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode", "SignedIFNode",
-           "SRPIFNode", "SRPSignedIFNode", "SjconvError", "ConfigError", "CheckpointError", "ConversionError",
-           "BackendUnavailableError"]
+__all__ = ["analysis", "memory", "models", "neurons", "srp", "prerun", "QCFS", "METHODS", "convert", "ConvertedSNN",
+           "simulate", "evaluate", "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode",
+           "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode", "SjconvError",
+           "ConfigError", "CheckpointError", "ConversionError", "BackendUnavailableError"]

@@ -18,15 +18,20 @@ from typing import Callable, Dict, Optional, Type
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
-from .errors import ConversionError
-from .neurons import METHODS, SpikingNode, check_backend, node_for
+from .errors import ConfigError, ConversionError
+from .neurons import ConvertedSNN, check_backend, node_for, resolve, step_mode_of, unwrap
 from .qcfs import QCFS
-from .srp import DEFAULT_TAU
+
+__all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "unwrap", "step_mode_of"]
 
 
 def _with_state(new: nn.Module, old: nn.Module) -> nn.Module:
-    """``new`` with the parameters and buffers of ``old``, on ``old``'s device."""
+    """``new`` with the parameters and buffers of ``old``, on ``old``'s device and in its
+    floating dtype (a float64 or float16 ANN gives a float64/float16 layer)."""
     state = old.state_dict()
+    floating = [t for t in state.values() if t.is_floating_point()]
+    if floating:
+        new = new.to(device=floating[0].device, dtype=floating[0].dtype)
     new.load_state_dict(state)
     return new.to(next(iter(state.values())).device) if state else new
 
@@ -66,48 +71,6 @@ _HINTS = {
 }
 
 
-class ConvertedSNN(nn.Module):
-    """A converted network plus the protocol it was converted for.
-
-    ``net`` is the plain SpikingJelly network (use it directly in your own loops); ``method``
-    and ``tau`` (SRP pre-run steps, 0 for non-SRP methods) tell :func:`sjconv.simulate` how to
-    run it. ``forward`` is ``net.forward``, so ``functional.reset_net``/``set_step_mode`` and
-    monitors work on either object.
-    """
-
-    def __init__(self, net: nn.Module, method: str, tau: int, backend: str):
-        super().__init__()
-        self.net = net
-        self.method = method
-        self.tau = tau
-        self.backend = backend
-
-    def forward(self, x):
-        return self.net(x)
-
-    def extra_repr(self):
-        return f"method={self.method}, tau={self.tau}, backend={self.backend}"
-
-
-def unwrap(snn: nn.Module):
-    """``(net, method, tau)`` of a :class:`ConvertedSNN`, or of a plain network of sjconv nodes
-    (method inferred from its nodes, ``'mixed'`` if they differ; tau 0)."""
-    if isinstance(snn, ConvertedSNN):
-        return snn.net, snn.method, snn.tau
-    flags = {(n.signed, n.srp) for n in snn.modules() if isinstance(n, SpikingNode)}
-    names = [m for m, f in METHODS.items() if {f} == flags]
-    return snn, (names[0] if names else "mixed"), 0
-
-
-def step_mode_of(net: nn.Module) -> str:
-    """Step mode of the first step-mode-aware module of ``net`` ('s' if there is none)."""
-    for m in net.modules():
-        mode = getattr(m, "step_mode", None)
-        if mode in ("s", "m"):
-            return mode
-    return "s"
-
-
 def _convert_module(module: nn.Module, path: str, make_node) -> nn.Module:
     """The converted counterpart of ``module`` (a private deep copy: containers are edited in place)."""
     if isinstance(module, QCFS):
@@ -132,35 +95,29 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
             tau: Optional[int] = None, neg_rule: str = "qcfs") -> ConvertedSNN:
     """Convert a QCFS ANN into a SpikingJelly SNN.
 
-    :param ann: a QCFS ANN (left untouched; parameters are copied)
-    :param method: ``'qcfs'`` (half-threshold IF), ``'neg'`` (signed IF), ``'srp'`` (SRP-masked IF)
-        or ``'srp+neg'``
+    :param ann: a QCFS ANN (left untouched; parameters are copied, dtype and device kept)
+    :param method: a name of :data:`sjconv.neurons.METHODS`: ``'qcfs'`` (half-threshold IF),
+        ``'neg'`` (signed IF), ``'srp'`` (SRP-masked IF), ``'srp+neg'``, ``'cos'`` (COS-calibrated
+        IF) or ``'cos+neg'``
     :param step_mode: ``'m'`` (T folded into the batch) or ``'s'`` (one step per call)
     :param backend: ``'torch'`` (torch operations, any device) or ``'cupy'`` (one fused CUDA kernel
         per neuron layer and call; CUDA inputs, inference only)
-    :param tau: SRP pre-run steps (default 4 for SRP methods; must be 0/None otherwise)
+    :param tau: pre-run steps of SRP (τ) and COS (ρ) methods (default from the method table;
+        must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
     :returns: a :class:`ConvertedSNN` in eval mode
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    record, tau = resolve(method, tau, neg_rule)
     if step_mode not in ("s", "m"):
-        raise ValueError(f"step_mode must be 's' or 'm', got '{step_mode}'")
+        raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
-    srp = METHODS[method][1]
-    if tau is None:
-        tau = DEFAULT_TAU if srp else 0
-    if tau < 0 or (tau and not srp):
-        raise ValueError(f"tau (SRP pre-run steps) must be >= 0 and is only meaningful for SRP methods; "
-                         f"got tau={tau} with method '{method}'")
 
     def make_node(thresh):
-        node = node_for(method, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule)
-        return node.to(thresh.device)
+        node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau)
+        return node.to(device=thresh.device, dtype=thresh.dtype)
 
     net = _convert_module(copy.deepcopy(ann), "", make_node)
     functional.set_step_mode(net, step_mode)
     functional.invalidate_reset_cache(net)
-    snn = ConvertedSNN(net, method, int(tau), backend).eval()
-    return snn
+    return ConvertedSNN(net, backend).eval()
 

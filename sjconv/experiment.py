@@ -13,23 +13,32 @@ from .convert import convert
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
 from .simulate import evaluate, evaluate_ann
-from .srp import DEFAULT_TAU
 
 
 def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
-    """Convert for one table row: SRP methods get ``tau`` pre-run steps, the others none."""
-    method_tau = tau if METHODS[method][1] else 0
-    return convert(ann, method=method, step_mode=step_mode, backend=backend, tau=method_tau, neg_rule=neg_rule)
+    """Convert for one table row: methods with a pre-run get ``tau`` steps (None: the method's
+    default), the others none; the signed-spike rule only goes to signed methods."""
+    record = METHODS[method]
+    return convert(ann, method=method, step_mode=step_mode, backend=backend,
+                   tau=tau if record.prerun else None, neg_rule=neg_rule if record.signed else "qcfs")
+
+
+def _row(method, snn, neg_rule):
+    """The identifying fields of a table row: method, label, pre-run length and spike rule."""
+    signed = METHODS[method].signed
+    return {"method": method, "label": method_label(method, snn.tau, neg_rule if signed else "qcfs"),
+            "tau": snn.tau, "neg_rule": neg_rule if signed else None}
 
 
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
-                tau: int = DEFAULT_TAU, step_mode: str = "m", backend: str = "torch", device=None,
+                tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch", device=None,
                 chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
                 memory_budget=None) -> Dict:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
     Returns a JSON-ready dict: ``ann_accuracy``, ``T`` and ``methods`` (a list of
-    ``{method, label, tau, accuracy: {T: %}, seconds}``). SRP methods use ``tau`` pre-run steps.
+    ``{method, label, tau, neg_rule, accuracy: {T: %}, seconds}``). Methods with a pre-run (SRP,
+    COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods.
     """
     ann = ann.to(device).eval()
     started = time.perf_counter()
@@ -39,12 +48,12 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
                "ann_seconds": round(time.perf_counter() - started, 3), "methods": []}
     for method in methods:
         snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
+        row = _row(method, snn, neg_rule)
         started = time.perf_counter()
         accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                            desc=method_label(method, snn.tau), memory_budget=memory_budget)
+                            desc=row["label"], memory_budget=memory_budget)
         results["methods"].append({
-            "method": method, "label": method_label(method, snn.tau), "tau": snn.tau,
-            "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
+            **row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
             "seconds": round(time.perf_counter() - started, 3)})
     return results
 
@@ -77,7 +86,7 @@ def first_images(loader: Iterable, count: int):
 
 
 def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Sequence[int],
-                    prefix: str, tau: int = DEFAULT_TAU, step_mode: str = "m", backend: str = "torch",
+                    prefix: str, tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch",
                     device=None, chunk: Optional[int] = None, neg_rule: str = "qcfs") -> Dict:
     """Per-layer analysis (:mod:`sjconv.analysis`) of every method at T = max(steps) and the
     relative error at every T, on ``images``. Prints a per-layer table per method, writes
@@ -93,7 +102,7 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
         errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
         print(analysis.format_layer_table(result))
         print()
-        result["label"] = method_label(method, snn.tau)
+        result["label"] = _row(method, snn, neg_rule)["label"]
         result["error_vs_T"] = errors
         report["methods"].append(result)
         analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")

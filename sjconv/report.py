@@ -6,13 +6,15 @@ import os
 import tempfile
 from typing import Dict, Iterable, Mapping, Optional
 
-_LABELS = {"qcfs": "QCFS", "neg": "NegSpike", "srp": "SRP", "srp+neg": "SRP + Neg"}
 
 
-def method_label(method: str, tau: int = 0) -> str:
-    """Row label of a method; SRP rows state their pre-run steps, e.g. 'SRP (τ=4)'."""
-    label = _LABELS.get(method, method)
-    return f"{label} (τ={tau})" if method.startswith("srp") else label
+def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
+    """Row label of a method (from the method table), e.g. 'SRP (τ=4)', 'COS + Neg (ρ=4)',
+    'NegSpike (SNM)'; a name outside the table is its own label."""
+    from .neurons import METHODS
+
+    record = METHODS.get(method)
+    return record.row_label(tau, neg_rule) if record else method
 
 
 def format_table(title: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],

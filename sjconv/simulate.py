@@ -3,7 +3,8 @@
 The network output at step t is that step's logits; the prediction after t steps is the
 argmax of the mean (equivalently the sum) of the logits of steps 1..t (METHODS.md §2), so one
 run of T_max steps yields the accuracy of every T <= T_max. The static image is fed at every
-step. For SRP networks, ``tau`` pre-run steps come first and are not counted in T.
+step. For networks with a pre-run (SRP, COS), ``tau`` pre-run steps come first and are not
+counted in T; the nodes carry the method and its ``tau``, so any wrapper of them runs the same.
 
 How the steps are run follows the network's step mode: ``'s'`` calls the network once per
 step (memory independent of T); ``'m'`` folds T into the batch, optionally in chunks of
@@ -19,9 +20,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
-from .convert import step_mode_of, unwrap
+from .errors import ConfigError
 from .memory import choose_chunk
-from .neurons import begin_main_phase, spiking_nodes
+from .neurons import feed_steps, run_prerun, spiking_nodes, step_mode_of, unwrap
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -30,24 +31,15 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _run_steps(net: nn.Module, images: torch.Tensor, steps: int, mode: str,
-               chunk: Optional[int]) -> Iterator[torch.Tensor]:
-    """Feed ``images`` for ``steps`` steps; yields output blocks of shape [t, N, ...]."""
-    if mode == "s":
-        for _ in range(steps):
-            yield net(images).unsqueeze(0)
-        return
-    size = steps if not chunk else int(chunk)
-    for start in range(0, steps, size):
-        n = min(size, steps - start)
-        yield net(images.unsqueeze(0).expand(n, *images.shape))
-
-
 def _net_and_tau(snn: nn.Module, tau: Optional[int]):
-    """The SpikingJelly network inside ``snn`` and its SRP pre-run steps: ``tau`` when given,
-    else the value the network was converted with."""
+    """The SpikingJelly network inside ``snn`` and its pre-run steps: ``tau`` when given, else the
+    value its nodes carry (raises if they disagree)."""
     net, _, default_tau = unwrap(snn)
-    return net, (default_tau if tau is None else int(tau))
+    if tau is None:
+        return net, default_tau
+    if isinstance(tau, bool) or not float(tau).is_integer() or tau < 0:
+        raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {tau!r}")
+    return net, int(tau)
 
 
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
@@ -55,7 +47,7 @@ def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Opti
     """The explicit chunk, else the one the budget allows in 'm' mode, else None (all steps)."""
     if chunk is not None:
         if chunk < 1:
-            raise ValueError(f"chunk must be >= 1 time steps, got {chunk}")
+            raise ConfigError(f"chunk must be >= 1 time steps, got {chunk}")
         return int(chunk)
     if memory_budget is not None and step_mode_of(net) == "m":
         return choose_chunk(net, images, steps, memory_budget)
@@ -65,28 +57,27 @@ def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Opti
 @torch.no_grad()
 def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
                 chunk: Optional[int] = None, memory_budget=None) -> Iterator[torch.Tensor]:
-    """Reset ``snn``, run the SRP pre-run if any, then yield the main-run logits in blocks
+    """Reset ``snn``, run its pre-run if any (SRP, COS), then yield the main-run logits in blocks
     ``[t, N, classes]`` (one block per step in 's' mode, per chunk in 'm' mode).
 
-    :param tau: SRP pre-run steps; defaults to the value the network was converted with
+    :param tau: pre-run steps; defaults to the value the network's nodes carry. A COS pre-run is
+        one multi-step call of ``tau`` steps whatever the step mode or chunk (see
+        :func:`sjconv.neurons.run_prerun`); the main run then uses them as asked
     :param chunk: in 'm' mode, at most this many steps per network call (None: all at once)
     :param memory_budget: bytes (or '24GB'); in 'm' mode without ``chunk``, the chunk that fits
     """
     if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
+        raise ConfigError(f"T must be >= 1, got {T}")
     net, tau = _net_and_tau(snn, tau)
     mode = step_mode_of(net)
     chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
     functional.reset_net(net)
     if tau:
-        nodes = [n for n in spiking_nodes(net) if n.srp]
-        if not nodes:
-            raise ValueError(f"tau={tau} pre-run steps were asked for, but the network has no SRP nodes "
-                             "(convert with method='srp' or 'srp+neg')")
-        for _ in _run_steps(net, images, tau, mode, chunk):
-            pass
-        begin_main_phase(net, nodes)
-    yield from _run_steps(net, images, T, mode, chunk)
+        if not any(n.prerun for n in spiking_nodes(net)):
+            raise ConfigError(f"tau={tau} pre-run steps were asked for, but the network has no pre-run nodes "
+                              "(convert with an SRP or COS method)")
+        run_prerun(net, images, tau, chunk)
+    yield from feed_steps(net, images, T, mode, chunk)
 
 
 def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
@@ -98,7 +89,7 @@ def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = 
 def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
     steps = sorted({int(T)} if isinstance(T, int) else {int(t) for t in T})
     if not steps or steps[0] < 1:
-        raise ValueError(f"time steps must be integers >= 1, got {T}")
+        raise ConfigError(f"time steps must be integers >= 1, got {T}")
     return steps
 
 
@@ -151,7 +142,7 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
             correct[t] += hits[t]
         total += labels.numel()
     if total == 0:
-        raise ValueError("the data loader yielded no samples")
+        raise ConfigError("the data loader yielded no samples")
     return {t: 100.0 * correct[t] / total for t in steps}
 
 
@@ -178,5 +169,5 @@ def evaluate_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, t
         total += labels.numel()
     ann.train(was_training)
     if total == 0:
-        raise ValueError("the data loader yielded no samples")
+        raise ConfigError("the data loader yielded no samples")
     return 100.0 * correct / total

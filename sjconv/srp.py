@@ -4,10 +4,13 @@
     net(x_prerun)                    # tau steps, outputs discarded
     sjconv.srp.begin_main_phase(net) # masks set, potentials back to v0, counts to 0
     logits = net(x_main)             # T main steps
+
+The same protocol serves every pre-run kind (SRP and COS): see :mod:`sjconv.neurons.prerun`.
 """
 
-from .neurons.nodes import begin_main_phase, uses_srp
+from .neurons import begin_main_phase, uses_srp
+from .neurons.prerun import PRERUNS
 
-DEFAULT_TAU = 4
+DEFAULT_TAU = PRERUNS["srp"].default_steps
 
 __all__ = ["begin_main_phase", "uses_srp", "DEFAULT_TAU"]

@@ -99,3 +99,120 @@ def calibrate_thresholds(ann, images, quantile=0.99):
         value = float(torch.quantile(positive.flatten()[:100000], quantile)) if positive.numel() else 1.0
         layer.thresh.fill_(max(value, 1e-3))
     return ann
+
+
+def reference_cos_start(x_pre, theta):
+    """COS initial potentials (METHODS.md §9) for one node, element by element, in potential units
+    (v = θ·u; the margins 0.999 and 1.001 scale with θ): float32 numpy, shape of one step."""
+    x = np.asarray(x_pre, dtype=np.float32)
+    rho = x.shape[0]
+    flat = x.reshape(rho, -1)
+    th = np.float32(theta)
+    half = th / np.float32(2)
+    start = np.zeros(flat.shape[1], np.float32)
+    for i in range(flat.shape[1]):
+        v, n = half, 0
+        lowest_fired, highest_silent = np.float32(np.inf), np.float32(-np.inf)
+        for t in range(rho):
+            v = np.float32(v + flat[t, i])
+            if v >= th:
+                n += 1
+                lowest_fired = min(lowest_fired, v)
+                v = np.float32(v - th)
+            else:
+                highest_silent = max(highest_silent, v)
+        down = np.float32(lowest_fired - np.float32(0.999) * th)
+        if not down > th:
+            down = th
+        up = np.float32(np.float32(1.001) * th - highest_silent)
+        if not up > th:
+            up = th
+        value = half
+        if v < 0 and n >= 1:
+            value = np.float32(half - down)
+        if v >= th:
+            value = np.float32(half + up)
+        start[i] = value
+    return start.reshape(x.shape[1:])
+
+
+def reference_cos_node(x_seq, theta, rho, signed=False, steps=None):
+    """Main-run outputs [steps, ...] of a COS node (§9): calibrated on the first ``rho`` inputs of
+    ``x_seq``, then run from the calibrated potentials on x_1..x_steps (the same first inputs
+    again) with the IF rule of §2, or the signed rule of §3 when ``signed``. Element by element."""
+    x = np.asarray(x_seq, dtype=np.float32)
+    steps = x.shape[0] if steps is None else steps
+    start = reference_cos_start(x[:rho], theta).reshape(-1)
+    flat = x[:steps].reshape(steps, -1)
+    th = np.float32(theta)
+    out = np.zeros_like(flat)
+    for i in range(flat.shape[1]):
+        v, c = start[i], 0
+        for t in range(steps):
+            v = np.float32(v + flat[t, i])
+            s = 1 if v >= th else (-1 if (signed and c > 0 and v < 0) else 0)
+            v = np.float32(v - np.float32(s) * th)
+            c += s
+            out[t, i] = np.float32(s) * th
+    return out.reshape((steps,) + x.shape[1:])
+
+
+class _ReferenceCOS(nn.Module):
+    """A COS layer in the style of the reference code's ``MPLayer`` (T folded into the batch,
+    T >= ρ): pre-simulate ρ steps from θ/2 recording firing and silent potentials, shift the
+    initial potential, then run all T steps from it. Potential units, re-typed from §9."""
+
+    def __init__(self, thresh, T, rho, signed):
+        super().__init__()
+        self.thresh = float(thresh.detach().reshape(-1)[0])
+        self.T, self.rho, self.signed = T, rho, signed
+
+    def forward(self, x):
+        th = self.thresh
+        x = x.view(self.T, x.shape[0] // self.T, *x.shape[1:])
+        mem = torch.full_like(x[0], th / 2)
+        fired_pot, silent_pot, fired = [], [], torch.zeros_like(mem)
+        for t in range(self.rho):
+            mem = mem + x[t]
+            spike = (mem - th) >= 0
+            fired_pot.append(torch.where(spike, mem, torch.full_like(mem, float("inf"))))
+            silent_pot.append(torch.where(spike, torch.full_like(mem, float("-inf")), mem))
+            fired = fired + spike.float()
+            mem = mem - spike.float() * th
+        a = torch.stack(fired_pot).min(dim=0).values
+        b = torch.stack(silent_pot).max(dim=0).values
+        down = torch.where(a - 0.999 * th > th, a - 0.999 * th, torch.full_like(a, th))
+        up = torch.where(1.001 * th - b > th, 1.001 * th - b, torch.full_like(b, th))
+        half = torch.full_like(mem, th / 2)
+        start = torch.where((mem < 0) & (fired > 0), half - down, half)
+        start = torch.where(mem >= th, half + up, start)
+        mem, count, outs = start, torch.zeros_like(start), []
+        for t in range(self.T):
+            mem = mem + x[t]
+            pos = (mem - th) >= 0
+            neg = (~pos) & (mem < 0) & (count > 0) if self.signed else torch.zeros_like(pos)
+            s = pos.float() - neg.float()
+            mem = mem - s * th
+            count = count + s
+            outs.append(s * th)
+        return torch.stack(outs).flatten(0, 1)
+
+
+@torch.no_grad()
+def reference_cos_network_logits(ann, images, T, rho, signed=False):
+    """Per-step main-run logits [T, N, classes] of a COS network, every QCFS layer replaced by
+    :class:`_ReferenceCOS` (run for max(T, ρ) steps, since calibration needs ρ inputs)."""
+    steps = max(T, rho)
+    net = copy.deepcopy(ann).eval()
+
+    def swap(module):
+        for name, child in module.named_children():
+            if isinstance(child, QCFS):
+                setattr(module, name, _ReferenceCOS(child.thresh, steps, rho, signed))
+            else:
+                swap(child)
+
+    swap(net)
+    x = images.unsqueeze(0).repeat(steps, *([1] * images.dim())).flatten(0, 1)
+    out = net(x)
+    return out.view(steps, images.shape[0], *out.shape[1:])[:T]

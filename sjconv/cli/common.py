@@ -6,10 +6,9 @@ from typing import Callable, List, Optional
 
 import torch
 
-from ..errors import SjconvError
+from ..errors import ConfigError, SjconvError
 from ..memory import enforce_budget, parse_memory
-from ..neurons import METHODS
-from ..neurons.nodes import check_backend
+from ..neurons import BACKENDS, METHODS, PRERUNS, check_backend
 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -28,9 +27,13 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
     """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
     parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
                         help="conversion methods, one table row each (default: %(default)s)")
-    parser.add_argument("--tau", type=int, default=4, help="SRP pre-run steps, not counted in T (default: 4)")
+    prerun_methods = [m for m, r in METHODS.items() if r.prerun]
+    defaults = ", ".join(f"{k.name} {k.default_steps}" for k in PRERUNS.values())
+    parser.add_argument("--tau", default=None, metavar="STEPS",
+                        help=f"pre-run steps of {', '.join(prerun_methods)} (τ for SRP, ρ for COS), not counted "
+                             f"in T (default: each method's own: {defaults})")
     parser.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs",
-                        help="negative-spike rule of signed neurons (default: qcfs)")
+                        help="negative-spike rule of the signed methods (default: qcfs)")
     parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
                         help="time steps to report; one run of max(T) per batch (default: 1 2 4 ... 64)")
     parser.add_argument("--step-mode", choices=["m", "s"], default="m",
@@ -40,7 +43,7 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
                         help="e.g. 24GB: multi-step mode simulates the largest chunk of steps that fits, "
                              "and on CUDA the process is capped at SIZE (default: no budget)")
-    parser.add_argument("--backend", choices=["torch", "cupy"], default="torch",
+    parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
                         help="neuron backend (default: torch)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
@@ -50,6 +53,23 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
                              "operation counts (JSON + PNG) for every method")
     parser.add_argument("--analyze-images", type=positive_int, default=64,
                         help="test images used by --analyze (default: 64)")
+
+
+def check_simulation_args(args) -> None:
+    """Check the simulation options together, before any data is loaded or model trained;
+    ``--tau`` becomes an int (or None). Raises :class:`ConfigError` naming the flag."""
+    if args.tau is not None:
+        try:
+            tau = float(args.tau)
+        except ValueError:
+            tau = float("nan")
+        if not tau.is_integer() or tau < 0:
+            raise ConfigError(f"--tau must be a whole number of pre-run steps >= 0, got '{args.tau}'")
+        args.tau = int(tau)
+    if args.neg_rule != "qcfs" and not any(METHODS[m].signed for m in args.method):
+        signed = ", ".join(m for m, r in METHODS.items() if r.signed)
+        raise ConfigError(f"--neg-rule {args.neg_rule} is a negative-spike rule, but none of the methods "
+                          f"({' '.join(args.method)}) is signed: add a signed method ({signed})")
 
 
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:

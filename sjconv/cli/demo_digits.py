@@ -15,9 +15,10 @@ import torch
 from ..data import digits_datasets, loader
 from ..experiment import results_table, run_methods, save_results
 from ..models import small_cnn
+from ..neurons import METHODS
 from ..train import fit
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, positive_int, resolve_device,
-                     run_cli)
+from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
+                     positive_int, resolve_device, run_cli)
 
 
 def parse_args(argv=None):
@@ -29,12 +30,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/digits", help="output prefix: writes PREFIX.json and PREFIX.png")
-    add_simulation_args(p, default_methods=("qcfs", "neg", "srp", "srp+neg"))
+    add_simulation_args(p, default_methods=tuple(METHODS))
     p.set_defaults(batch_size=64)
     return p.parse_args(argv)
 
 
 def run(args):
+    check_simulation_args(args)
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)

@@ -13,8 +13,8 @@ from .. import models
 from ..checkpoint import load_checkpoint
 from ..data import cifar_dataset, display_name, limited, loader, num_classes
 from ..experiment import results_table, run_methods, save_results
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, positive_int, resolve_device,
-                     run_cli)
+from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
+                     positive_int, resolve_device, run_cli)
 
 
 def parse_args(argv=None):
@@ -36,6 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_simulation_args(args)
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))

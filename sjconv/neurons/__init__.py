@@ -1,7 +1,23 @@
-"""Spiking neuron nodes of converted networks and their update rules."""
+"""Spiking neuron nodes of converted networks, their update rules, pre-run phases and the
+table of conversion methods."""
 
-from .nodes import (BACKENDS, METHODS, ConvertedIFNode, SignedIFNode, SpikingNode, SRPIFNode,
-                    SRPSignedIFNode, begin_main_phase, check_backend, node_for, spiking_nodes, uses_srp)
+from . import prerun
+from .methods import METHODS, Method, get_method, method_of_node, node_for, resolve
+from .network import (ConvertedSNN, feed_steps, protocol_of, spiking_nodes, step_mode_of, unwrap,
+                      uses_srp)
+from .nodes import (BACKENDS, NODE_CLASSES, COSIFNode, COSSignedIFNode, ConvertedIFNode, SignedIFNode,
+                    SpikingNode, SRPIFNode, SRPSignedIFNode, check_backend, check_neg_rule)
+from .prerun import PRERUNS, PreRunKind, run_prerun
 
-__all__ = ["BACKENDS", "METHODS", "SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode",
-           "SRPSignedIFNode", "node_for", "spiking_nodes", "uses_srp", "begin_main_phase", "check_backend"]
+
+def begin_main_phase(net, nodes=None):
+    """End the pre-run of every node of ``net`` (or of ``nodes``): see :func:`prerun.end`."""
+    for node in nodes if nodes is not None else spiking_nodes(net):
+        node.end_prerun()
+
+
+__all__ = ["BACKENDS", "METHODS", "Method", "NODE_CLASSES", "PRERUNS", "PreRunKind", "SpikingNode",
+           "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode",
+           "ConvertedSNN", "get_method", "resolve", "method_of_node", "node_for", "spiking_nodes", "uses_srp",
+           "protocol_of", "unwrap", "step_mode_of", "feed_steps", "prerun", "run_prerun", "begin_main_phase",
+           "check_backend", "check_neg_rule"]

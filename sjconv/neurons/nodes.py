@@ -1,12 +1,16 @@
 """SpikingJelly 2.0 neuron nodes for converted QCFS networks.
 
-All four nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
-``signed`` (negative spikes, METHODS.md §3) and ``srp`` (residual-membrane-potential mask, §4).
+All nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
+``signed`` (negative spikes, METHODS.md §3) and ``prerun`` (what a pre-run phase derives per
+neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential, §9; see
+:mod:`sjconv.neurons.prerun`).
 
 - :class:`ConvertedIFNode`  -- half-threshold IF (v0 = θ/2, soft reset, output θ·spike)
 - :class:`SignedIFNode`     -- NegSpike: also takes back earlier spikes with negative ones
 - :class:`SRPIFNode`        -- IF whose output is multiplied by a per-sample, per-neuron mask
 - :class:`SRPSignedIFNode`  -- both
+- :class:`COSIFNode`        -- IF restarted from COS-calibrated initial potentials
+- :class:`COSSignedIFNode`  -- signed IF restarted from COS-calibrated potentials
 
 They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transition is
 ``single_step_functional_forward`` (pure, states passed explicitly), multi-step mode calls
@@ -14,12 +18,10 @@ They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transiti
 then ``count`` for signed nodes, then ``mask`` for SRP nodes) and are restored by ``reset()``.
 The membrane is kept in float32 for every input dtype.
 
-SRP outside :func:`sjconv.simulate`::
-
-    functional.reset_net(net)            # masks cleared: pre-run phase, no masking
-    net(x_prerun)                        # tau steps (or tau single steps in 's' mode)
-    sjconv.srp.begin_main_phase(net)     # masks from residual v, v <- θ/2, count <- 0
-    out = net(x_main)                    # T masked main steps
+The node carries what a run needs to know about it: θ is the buffer ``theta`` (so it is in the
+``state_dict``; ``v_threshold`` reads it as a Python float), and ``prerun``/``prerun_steps``
+say which pre-run the node expects and how long it is, so :func:`sjconv.simulate` finds the
+protocol from any network or wrapper holding these nodes.
 """
 
 from typing import Optional
@@ -28,7 +30,9 @@ import torch
 from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
+from ..errors import ConfigError
 from . import rules
+from .prerun import PRERUNS, prerun_kind
 
 BACKENDS = ("torch", "cupy")
 
@@ -37,47 +41,124 @@ def check_backend(backend: str) -> str:
     """Validate a backend name. Nothing falls back silently: an unusable backend raises, and
     ``'cupy'`` without CuPy installed raises here, when the network is built, not at its first run."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     if backend == "cupy":
         from .cupy_backend import require_cupy
         require_cupy()
     return backend
 
 
-class SpikingNode(BaseNode):
-    """Converted IF neuron with optional negative spikes (``signed``) and SRP mask (``srp``).
+def check_neg_rule(neg_rule: str, signed: bool) -> str:
+    """``neg_rule`` must be known, and ``'snm'`` needs a signed node (no other node has negative spikes)."""
+    if neg_rule not in rules.NEG_RULES:
+        raise ConfigError(f"unknown neg_rule '{neg_rule}'; choose one of {', '.join(rules.NEG_RULES)}")
+    if neg_rule != "qcfs" and not signed:
+        raise ConfigError(f"neg_rule='{neg_rule}' is a negative-spike rule: it needs a signed method "
+                          "(neg, srp+neg or cos+neg), not an unsigned one")
+    return neg_rule
 
-    :param v_threshold: θ, taken from the QCFS layer (a Python float or a 1-element tensor)
+
+def _theta_of(v_threshold) -> float:
+    theta = float(v_threshold.detach().reshape(-1)[0]) if isinstance(v_threshold, torch.Tensor) \
+        else float(v_threshold)
+    if not theta > 0 or theta == float("inf"):
+        raise ConfigError(f"v_threshold must be finite and > 0, got {theta}")
+    return theta
+
+
+class SpikingNode(BaseNode):
+    """Converted IF neuron with optional negative spikes (``signed``) and a pre-run (``prerun``).
+
+    :param v_threshold: θ, taken from the QCFS layer (a Python float or a 1-element tensor);
+        stored as the buffer ``theta``
     :param signed: emit negative spikes that take back earlier positive ones (§3)
-    :param srp: multiply outputs by the SRP mask once :meth:`begin_main_phase` has set it (§4)
+    :param prerun: ``None``, ``'srp'`` (outputs multiplied by the mask set at the end of the
+        pre-run, §4) or ``'cos'`` (main run restarted from calibrated potentials, §9)
+    :param prerun_steps: length of the pre-run (τ for SRP, ρ for COS); default from
+        :data:`sjconv.neurons.prerun.PRERUNS`; 0 without a pre-run
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
         at v <= -θ, the signed neuron with memory of Wang et al.); signed nodes only
     :param backend: ``'torch'`` (a loop of torch operations) or ``'cupy'`` (one fused kernel
         launch per call running all steps; CUDA inputs, inference only)
+    :param srp: older spelling of ``prerun='srp'``
     """
 
-    def __init__(self, v_threshold, signed: bool = False, srp: bool = False,
-                 neg_rule: str = "qcfs", step_mode: str = "s", backend: str = "torch",
-                 store_v_seq: bool = False):
-        theta = float(v_threshold.detach().reshape(-1)[0]) if isinstance(v_threshold, torch.Tensor) \
-            else float(v_threshold)
-        if not theta > 0 or theta == float("inf"):
-            raise ValueError(f"v_threshold must be finite and > 0, got {theta}")
-        if neg_rule not in rules.NEG_RULES:
-            raise ValueError(f"unknown neg_rule '{neg_rule}'; choose one of {', '.join(rules.NEG_RULES)}")
+    def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
+                 prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
+                 backend: str = "torch", store_v_seq: bool = False, srp: bool = False):
+        theta = _theta_of(v_threshold)
+        if srp:
+            prerun = prerun or "srp"
+        kind = prerun_kind(prerun)
+        steps = kind.check_steps(prerun_steps) if kind is not None else 0
+        if kind is None and prerun_steps:
+            raise ConfigError(f"prerun_steps={prerun_steps} given to a node without a pre-run")
+        check_neg_rule(neg_rule, signed)
         super().__init__(v_threshold=theta, v_reset=None, surrogate_function=surrogate.Sigmoid(),
                          detach_reset=False, step_mode=step_mode, store_v_seq=store_v_seq)
         self.signed = bool(signed)
-        self.srp = bool(srp)
+        self.prerun = prerun
+        self.prerun_steps = steps
         self.neg_rule = neg_rule
         self.backend = check_backend(backend)
-        self.v_init = 0.0 if (self.signed and neg_rule == "snm") else theta / 2.0
         self.set_reset_value("v", self.v_init)
         self.v = self.v_init
         if self.signed:
             self.register_memory("count", 0.0)
         if self.srp:
             self.register_memory("mask", None)
+        self._in_prerun = False
+        self._cos_v0 = None
+
+    # -------------------------------------------------------------- threshold
+    @property
+    def v_threshold(self) -> float:
+        """θ as a Python float, read from the ``theta`` buffer (cached per tensor version on
+        CUDA, so a run does not synchronise the device for it)."""
+        theta = self.theta
+        if not theta.is_cuda:
+            return float(theta.detach().reshape(-1)[0])
+        key = (id(theta), theta.data_ptr(), theta._version)
+        cached = self.__dict__.get("_theta_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, float(theta.detach().reshape(-1)[0]))
+            self.__dict__["_theta_cache"] = cached
+        return cached[1]
+
+    @v_threshold.setter
+    def v_threshold(self, value):
+        value = _theta_of(value)
+        if "theta" not in self._buffers and "theta" not in self._parameters:
+            self.register_buffer("theta", torch.tensor([value], dtype=torch.float32))
+        else:
+            with torch.no_grad():
+                self.theta.fill_(value)
+            self._refresh_start_value()
+
+    @property
+    def v_init(self) -> float:
+        """Potential every neuron starts from: θ/2, or 0 for the SNM signed rule."""
+        return 0.0 if (self.signed and self.neg_rule == "snm") else self.v_threshold / 2.0
+
+    def _refresh_start_value(self):
+        """After θ changed: the reset value of ``v`` (and ``v`` itself before any run) follow."""
+        self.set_reset_value("v", self.v_init)
+        if not isinstance(self.v, torch.Tensor):
+            self.v = self.v_init
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh_start_value()
+
+    @property
+    def srp(self) -> bool:
+        """Whether outputs are masked by an SRP pre-run (§4)."""
+        return self.prerun == "srp"
+
+    @property
+    def cos(self) -> bool:
+        """Whether the main run restarts from COS-calibrated potentials (§9)."""
+        return self.prerun == "cos"
 
     # ----------------------------------------------------------------- states
     def _split(self, states):
@@ -91,31 +172,40 @@ class SpikingNode(BaseNode):
         return (v,) + ((count,) if self.signed else ()) + ((mask,) if self.srp else ())
 
     def materialize_states(self, inputs, states, step_mode):
-        """Float initial values become float32 tensors shaped like one time step of the input."""
+        """Initial values become float32 tensors shaped like one time step of the input: ``v``
+        starts at :attr:`v_init` (from the current θ), ``count`` at 0."""
         x = inputs[0][0] if step_mode == "m" else inputs[0]
         v, count, mask = self._split(states)
 
         def as_state(value, fill):
             if isinstance(value, torch.Tensor) and value.shape == x.shape:
                 return value.to(device=x.device, dtype=torch.float32)
-            if not isinstance(value, (float, int)):
-                value = fill  # a state left from another input shape restarts from its reset value
             # same layout as the input (e.g. channels_last), so fused kernels need no copy
-            return torch.full_like(x, float(value), dtype=torch.float32)
+            return torch.full_like(x, fill, dtype=torch.float32)
 
         v = as_state(v, self.v_init)
         if self.signed:
             count = as_state(count, 0.0)
         if mask is not None:
             if mask.shape != x.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"SRP mask has shape {tuple(mask.shape)} but the input step has shape "
                     f"{tuple(x.shape)}: call functional.reset_net(net) before a new batch")
             mask = mask.to(x.device)
         return self._join(v, count, mask)
 
+    def reset(self):
+        super().reset()
+        self._in_prerun = False
+        self._cos_v0 = None
+
     # ------------------------------------------------------------- dynamics
     def single_step_functional_forward(self, inputs, states, **kwargs):
+        if self._in_prerun and self.cos:
+            raise ConfigError(
+                "COS calibration needs all of its pre-run steps in one multi-step call: run the pre-run "
+                "with sjconv.prerun.run_prerun(net, images) (it switches to multi-step for that call), "
+                "or use sjconv.simulate")
         if self.backend == "cupy":  # the fused kernel with T = 1
             out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
             return (out[0],), states
@@ -154,8 +244,11 @@ class SpikingNode(BaseNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back
-        to BaseNode's generic per-step path (which would bypass a fused kernel)."""
+        to BaseNode's generic per-step path (which would bypass a fused kernel). During a COS
+        pre-run the call first calibrates the layer on its own input (:meth:`_calibrate`)."""
         states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        if self._in_prerun and self.cos:
+            states = self._calibrate(x_seq, states)
         out, states, v_seq = self._run_sequence(x_seq, states, record_v=self.store_v_seq)
         for name, value in zip(self._memories, states, strict=True):
             self._memories[name] = value
@@ -163,34 +256,62 @@ class SpikingNode(BaseNode):
             self.v_seq = v_seq
         return out
 
-    # ------------------------------------------------------------------ SRP
-    def begin_main_phase(self):
-        """End the SRP pre-run: store the mask from the residual potential, then restart the
-        neuron (v <- v0, count <- 0). A node that never ran keeps every neuron (mask None)."""
-        if not self.srp:
-            return
-        v = self.v
-        self.mask = rules.srp_mask(v, self.v_threshold) if isinstance(v, torch.Tensor) else None
-        self.v = self.v_init
+    # --------------------------------------------------------------- pre-run
+    def _calibrate(self, x_seq, states):
+        """COS (§9): pre-simulate this call's steps from v0 = θ/2 with the plain IF rule, keep the
+        calibrated initial potentials, and return the states to run the same steps from them
+        (their outputs are the next layer's calibration input)."""
+        if self._cos_v0 is not None:
+            raise ConfigError("COS calibration got a second pre-run call: the pre-run steps must reach "
+                              "the node in one multi-step call (sjconv.prerun.run_prerun does this)")
+        v, count, mask = self._split(states)
+        with torch.no_grad():
+            self._cos_v0 = rules.cos_initial_potential(x_seq, self.v_threshold, v.detach())
+        return self._join(self._cos_v0.clone(), torch.zeros_like(v) if self.signed else None, mask)
+
+    def begin_prerun(self):
+        """Start the pre-run phase: every state back to its start (SRP: no mask yet; COS: the
+        next multi-step call calibrates)."""
+        self.reset()
+        self._in_prerun = self.prerun is not None
+
+    def end_prerun(self):
+        """End the pre-run: derive the per-neuron state of this node's pre-run kind from it, then
+        restart (v <- start potential, count <- 0). SRP: the mask from the residual potential
+        (a node that never ran keeps every neuron); COS: the calibrated potentials become the
+        start potentials (a node that never ran starts from θ/2)."""
+        if self.srp:
+            v = self.v
+            self.mask = rules.srp_mask(v, self.v_threshold) if isinstance(v, torch.Tensor) else None
+        self.v = self._cos_v0 if (self.cos and self._cos_v0 is not None) else self.v_init
         if self.signed:
             self.count = 0.0
+        self._in_prerun = False
+        self._cos_v0 = None
+
+    def begin_main_phase(self):
+        """Older name of :meth:`end_prerun` (the SRP README recipe)."""
+        self.end_prerun()
 
     def extra_repr(self):
-        extra = f"v_threshold={self.v_threshold:.6g}, signed={self.signed}, srp={self.srp}"
+        extra = f"v_threshold={self.v_threshold:.6g}, signed={self.signed}"
+        if self.prerun:
+            extra += f", prerun={self.prerun}, prerun_steps={self.prerun_steps}"
         if self.signed:
             extra += f", neg_rule={self.neg_rule}"
         return extra + f", backend={self.backend}, step_mode={self.step_mode}"
 
 
 class _FixedNode(SpikingNode):
-    """A node whose kind (signed, srp) is fixed by its class."""
+    """A node whose kind (signed, prerun) is fixed by its class."""
 
     SIGNED = False
-    SRP = False
+    PRERUN: Optional[str] = None
 
-    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False):
-        super().__init__(v_threshold, signed=self.SIGNED, srp=self.SRP, neg_rule=neg_rule,
-                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False,
+                 prerun_steps=None):
+        super().__init__(v_threshold, signed=self.SIGNED, prerun=self.PRERUN, prerun_steps=prerun_steps,
+                         neg_rule=neg_rule, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
 
 
 class ConvertedIFNode(_FixedNode):
@@ -206,41 +327,30 @@ class SignedIFNode(_FixedNode):
 class SRPIFNode(_FixedNode):
     """IF neuron with the SRP output mask (METHODS.md §4)."""
 
-    SRP = True
+    PRERUN = "srp"
 
 
 class SRPSignedIFNode(_FixedNode):
     """Signed IF neuron with the SRP mask on both signs (METHODS.md §4, SRP + NegSpike)."""
 
     SIGNED = True
-    SRP = True
+    PRERUN = "srp"
 
 
-#: conversion method -> node class
-METHOD_NODES = {"qcfs": ConvertedIFNode, "neg": SignedIFNode, "srp": SRPIFNode, "srp+neg": SRPSignedIFNode}
-#: conversion method -> (signed, srp)
-METHODS = {name: (cls.SIGNED, cls.SRP) for name, cls in METHOD_NODES.items()}
+class COSIFNode(_FixedNode):
+    """IF neuron whose main run starts from COS-calibrated potentials (METHODS.md §9)."""
+
+    PRERUN = "cos"
 
 
-def node_for(method: str, v_threshold, step_mode="s", backend="torch", neg_rule="qcfs") -> SpikingNode:
-    """The node that a QCFS layer becomes under conversion ``method``."""
-    try:
-        cls = METHOD_NODES[method]
-    except KeyError:
-        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}") from None
-    return cls(v_threshold, neg_rule=neg_rule, step_mode=step_mode, backend=backend)
+class COSSignedIFNode(_FixedNode):
+    """Signed IF (§3) started from COS potentials calibrated with the plain IF rule (§9)."""
+
+    SIGNED = True
+    PRERUN = "cos"
 
 
-def spiking_nodes(net: torch.nn.Module):
-    """All sjconv spiking nodes of ``net``, in module order."""
-    return [m for m in net.modules() if isinstance(m, SpikingNode)]
-
-
-def uses_srp(net: torch.nn.Module) -> bool:
-    return any(node.srp for node in spiking_nodes(net))
-
-
-def begin_main_phase(net: torch.nn.Module, nodes: Optional[list] = None):
-    """SRP: end the pre-run of every SRP node in ``net`` (see :meth:`SpikingNode.begin_main_phase`)."""
-    for node in nodes if nodes is not None else spiking_nodes(net):
-        node.begin_main_phase()
+#: every node class, by (signed, prerun)
+NODE_CLASSES = {(cls.SIGNED, cls.PRERUN): cls for cls in (ConvertedIFNode, SignedIFNode, SRPIFNode,
+                                                          SRPSignedIFNode, COSIFNode, COSSignedIFNode)}
+assert set(p for _, p in NODE_CLASSES) == {None, *PRERUNS}

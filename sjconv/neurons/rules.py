@@ -1,4 +1,4 @@
-"""The neuron update rules of METHODS.md §2-§4, written once, one time step at a time.
+"""The neuron update rules of METHODS.md §2-§4 and §9, written once, one time step at a time.
 
 Every backend must reproduce these bit for bit: the torch backend calls them in a loop and
 the tests compare other backends and step modes against them.
@@ -19,6 +19,11 @@ SRP_MASK_FRACTION = 1e-3
 
 #: negative-spike rules of the signed neuron
 NEG_RULES = ("qcfs", "snm")
+
+#: COS shift margins (§9), in units of θ: a firing potential a gives ``down = a - 0.999θ`` and a
+#: silent potential b gives ``up = 1.001θ - b``, each used only when it exceeds θ
+COS_DOWN_MARGIN = 0.999
+COS_UP_MARGIN = 1.001
 
 
 def if_step(x: torch.Tensor, v: torch.Tensor, theta: float):
@@ -81,3 +86,40 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
 def srp_mask(v: torch.Tensor, theta: float) -> torch.Tensor:
     """SRP mask after the pre-run: keep neurons whose residual potential is > 1e-3·θ."""
     return v > SRP_MASK_FRACTION * theta
+
+
+def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tensor) -> torch.Tensor:
+    """COS calibration of one layer (METHODS.md §9): the initial potential of its main run.
+
+    Pre-simulates the plain IF rule (:func:`if_step`) on the layer's first inputs ``x_seq``
+    [ρ, ...] from ``v_start`` (θ/2) and records per neuron: n, the number of spikes; a, the
+    smallest pre-reset potential of a step that fired (+inf if none); b, the largest potential
+    of a step that did not fire (-inf if none); v_ρ, the final potential. Then
+
+        down = a - 0.999θ if a - 0.999θ > θ else θ;   up = 1.001θ - b if 1.001θ - b > θ else θ
+        v0 = θ/2;  v0 = θ/2 - down where v_ρ < 0 and n >= 1;  v0 = θ/2 + up where v_ρ >= θ
+
+    §9 is written in threshold units u = v/θ (the reference code divides the input by θ); here,
+    like every rule of this module, potentials are in input units, so the margins scale with θ.
+    A neuron that fired at every step and still holds v_ρ >= θ gets v0 = +inf (b = -inf): it
+    fires at every main-run step, its output θ per step being the QCFS clip value. Returns a
+    float32 tensor shaped like one step (``v_start`` is not modified).
+    """
+    v = v_start
+    fired_count = torch.zeros_like(v)
+    lowest_fired = torch.full_like(v, float("inf"))
+    highest_silent = torch.full_like(v, float("-inf"))
+    for t in range(x_seq.shape[0]):
+        before_reset = v + x_seq[t]
+        s, v = if_step(x_seq[t], v, theta)
+        fired = s > 0
+        lowest_fired = torch.where(fired, torch.minimum(lowest_fired, before_reset), lowest_fired)
+        highest_silent = torch.where(fired, highest_silent, torch.maximum(highest_silent, before_reset))
+        fired_count = fired_count + s
+    down = lowest_fired - COS_DOWN_MARGIN * theta
+    down = torch.where(down > theta, down, torch.full_like(down, theta))
+    up = COS_UP_MARGIN * theta - highest_silent
+    up = torch.where(up > theta, up, torch.full_like(up, theta))
+    half = torch.full_like(v, theta / 2.0)
+    v0 = torch.where((v < 0) & (fired_count >= 1), half - down, half)
+    return torch.where(v >= theta, half + up, v0)
