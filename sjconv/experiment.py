@@ -49,13 +49,47 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     for method in methods:
         snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
         row = _row(method, snn, neg_rule)
-        started = time.perf_counter()
-        accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                            desc=row["label"], memory_budget=memory_budget)
-        results["methods"].append({
-            **row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
-            "seconds": round(time.perf_counter() - started, 3)})
+        results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget))
     return results
+
+
+def _evaluated(row: Dict, snn, loader, steps, device, chunk, progress, memory_budget) -> Dict:
+    """``row`` with the accuracy after every T in ``steps`` and the seconds it took."""
+    started = time.perf_counter()
+    accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
+                        desc=row["label"], memory_budget=memory_budget)
+    return {**row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable, methods: Sequence[str],
+                   steps: Sequence[int], train_T: int, epochs: int, lr: float = 1e-3, loss: str = "tet",
+                   lam: float = 1e-3, tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch",
+                   device=None, chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
+                   memory_budget=None) -> list:
+    """For each method: convert (torch backend), fine-tune at ``train_T`` steps on ``train_loader``
+    (:func:`sjconv.finetune.finetune`), map back onto a copy of the ANN, convert that as the plain
+    rows are (same step mode, backend, chunking) and evaluate it: rows for ``results["methods"]``
+    with ``finetuned: true`` and the training settings and history under ``finetune``."""
+    import copy
+
+    from .finetune import finetune, load_into_ann
+
+    ann = ann.to(device).eval()
+    rows = []
+    for method in methods:
+        trainable = _convert_method(ann, method, tau, "m", "torch", neg_rule)
+        started = time.perf_counter()
+        history = finetune(trainable, train_loader, train_T, epochs, lr=lr, loss=loss, lam=lam, device=device,
+                           progress=progress, desc=f"fine-tune {method}")
+        settings = {"T": train_T, "epochs": epochs, "lr": lr, "loss": loss, "lam": lam if loss == "tet" else 0.0,
+                    "seconds": round(time.perf_counter() - started, 3), "history": history}
+        tuned = load_into_ann(copy.deepcopy(ann), trainable)
+        snn = _convert_method(tuned, method, tau, step_mode, backend, neg_rule)
+        row = _row(method, snn, neg_rule)
+        row.update(label=f"{row['label']} + FT (T={train_T}, {epochs} ep)", finetuned=True, finetune=settings)
+        rows.append(_evaluated(row, snn, test_loader, steps, device, chunk, progress, memory_budget))
+    return rows
 
 
 def results_table(results: Dict, title: str) -> str:

@@ -72,6 +72,20 @@ def check_simulation_args(args) -> None:
                           f"({' '.join(args.method)}) is signed: add a signed method ({signed})")
 
 
+def check_writable(*paths: str) -> None:
+    """Every output path can be written: its folder, or the nearest folder above it that exists
+    (outputs create missing folders), is writable. Checked before any work starts."""
+    import os
+
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        if not os.access(folder, os.W_OK) or os.path.isdir(path):
+            raise SjconvError(f"cannot write {path}: {folder if not os.path.isdir(path) else path} is "
+                              f"{'a folder' if os.path.isdir(path) else 'not writable'}; choose another output path")
+
+
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
     """The device to run on; clear errors for CUDA or CuPy asked on a machine without CUDA."""
     if backend == "cupy" and not torch.cuda.is_available():

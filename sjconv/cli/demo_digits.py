@@ -13,7 +13,8 @@ import time
 import torch
 
 from ..data import digits_datasets, loader
-from ..experiment import results_table, run_methods, save_results
+from ..errors import ConfigError
+from ..experiment import finetuned_rows, results_table, run_methods, save_results
 from ..models import small_cnn
 from ..neurons import METHODS
 from ..train import fit
@@ -31,12 +32,21 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/digits", help="output prefix: writes PREFIX.json and PREFIX.png")
     add_simulation_args(p, default_methods=tuple(METHODS))
+    ft = p.add_argument_group("fine-tuning in SNN mode (adds rows marked '+ FT')")
+    ft.add_argument("--finetune", action="store_true", help="also fine-tune converted SNNs on the training split")
+    ft.add_argument("--finetune-methods", nargs="+", default=["qcfs", "neg"], choices=list(METHODS),
+                    help="methods to fine-tune")
+    ft.add_argument("--finetune-T", type=positive_int, default=4, help="training time steps")
+    ft.add_argument("--finetune-epochs", type=positive_int, default=2)
+    ft.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate")
     p.set_defaults(batch_size=64)
     return p.parse_args(argv)
 
 
 def run(args):
     check_simulation_args(args)
+    if args.finetune and not args.finetune_lr > 0:
+        raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)
@@ -50,6 +60,12 @@ def run(args):
     results = run_methods(model, test_loader, args.method, sorted(set(args.steps)), tau=args.tau,
                           step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
                           progress=not args.no_progress, neg_rule=args.neg_rule, memory_budget=budget)
+    if args.finetune:
+        results["methods"] += finetuned_rows(
+            model, train_loader, test_loader, args.finetune_methods, sorted(set(args.steps)), args.finetune_T,
+            args.finetune_epochs, lr=args.finetune_lr, tau=args.tau, step_mode=args.step_mode,
+            backend=args.backend, device=device, chunk=args.chunk, progress=not args.no_progress,
+            neg_rule=args.neg_rule, memory_budget=budget)
     results.update({"dataset": "sklearn-digits", "arch": "small_cnn", "L": args.L, "seed": args.seed,
                     "epochs": args.epochs, "train_images": len(train_set), "num_images": len(test_set),
                     "train_seconds": round(train_seconds, 3), "final_train_loss": round(history[-1]["loss"], 5),

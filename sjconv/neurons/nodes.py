@@ -27,7 +27,6 @@ protocol from any network or wrapper holding these nodes.
 from typing import Optional
 
 import torch
-from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
 from ..errors import ConfigError
@@ -78,14 +77,23 @@ class SpikingNode(BaseNode):
         :data:`sjconv.neurons.prerun.PRERUNS`; 0 without a pre-run
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
         at v <= -θ, the signed neuron with memory of Wang et al.); signed nodes only
-    :param backend: ``'torch'`` (a loop of torch operations) or ``'cupy'`` (one fused kernel
-        launch per call running all steps; CUDA inputs, inference only)
+    :param backend: ``'torch'`` (a loop of torch operations; trainable) or ``'cupy'`` (one fused
+        kernel launch per call running all steps; CUDA inputs, inference only)
+    :param surrogate_function: surrogate derivative of the firing condition used when gradients
+        are needed (default: the ZIF triangle, γ = 1, :func:`rules.zif`); any
+        ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
     :param srp: older spelling of ``prerun='srp'``
+
+    Training (METHODS.md §10): with the torch backend, a run under grad mode whose input or θ
+    requires grad goes through :func:`rules.run_surrogate_steps` (same spikes, surrogate
+    gradients; θ gets both the firing-condition and the amplitude path, the reset is in the
+    graph, the start potential θ/2 is a constant). :meth:`learnable_threshold` makes θ a parameter.
     """
 
     def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
                  prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
-                 backend: str = "torch", store_v_seq: bool = False, srp: bool = False):
+                 backend: str = "torch", store_v_seq: bool = False, srp: bool = False,
+                 surrogate_function=None):
         theta = _theta_of(v_threshold)
         if srp:
             prerun = prerun or "srp"
@@ -94,7 +102,8 @@ class SpikingNode(BaseNode):
         if kind is None and prerun_steps:
             raise ConfigError(f"prerun_steps={prerun_steps} given to a node without a pre-run")
         check_neg_rule(neg_rule, signed)
-        super().__init__(v_threshold=theta, v_reset=None, surrogate_function=surrogate.Sigmoid(),
+        super().__init__(v_threshold=theta, v_reset=None,
+                         surrogate_function=surrogate_function if surrogate_function is not None else rules.zif(),
                          detach_reset=False, step_mode=step_mode, store_v_seq=store_v_seq)
         self.signed = bool(signed)
         self.prerun = prerun
@@ -134,6 +143,28 @@ class SpikingNode(BaseNode):
             with torch.no_grad():
                 self.theta.fill_(value)
             self._refresh_start_value()
+
+    def learnable_threshold(self, learnable: bool = True) -> "SpikingNode":
+        """Make θ a trainable parameter (or a buffer again); its ``state_dict`` key stays ``theta``."""
+        value = self.theta.detach().clone()
+        if "theta" in self._parameters:
+            del self._parameters["theta"]
+        else:
+            del self._buffers["theta"]
+        if learnable:
+            self.theta = torch.nn.Parameter(value)
+        else:
+            self.register_buffer("theta", value)
+        return self
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        """Whether this run must be differentiable (then only the torch backend can run it)."""
+        if not torch.is_grad_enabled() or not (x.requires_grad or self.theta.requires_grad):
+            return False
+        if self.backend != "torch":
+            raise ConfigError(f"backend='{self.backend}' is inference-only: train (fine-tune) with "
+                              "backend='torch', or run under torch.no_grad()")
+        return True
 
     @property
     def v_init(self) -> float:
@@ -206,7 +237,7 @@ class SpikingNode(BaseNode):
                 "COS calibration needs all of its pre-run steps in one multi-step call: run the pre-run "
                 "with sjconv.prerun.run_prerun(net, images) (it switches to multi-step for that call), "
                 "or use sjconv.simulate")
-        if self.backend == "cupy":  # the fused kernel with T = 1
+        if self.backend == "cupy" or self._needs_grad(inputs[0]):  # the fused kernel / graph with T = 1
             out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
             return (out[0],), states
         v, count, mask = self._split(states)
@@ -220,6 +251,10 @@ class SpikingNode(BaseNode):
     def _run_sequence(self, x_seq, states, record_v: bool):
         """All T steps of ``x_seq`` [T, ...]; returns (outputs, final states, v per step or None)."""
         v, count, mask = self._split(states)
+        if self._needs_grad(x_seq):
+            out, v, count = rules.run_surrogate_steps(x_seq, v, count, mask, self.theta, self.signed,
+                                                      self.neg_rule, self.surrogate_function)
+            return out, self._join(v, count, mask), None
         if self.backend == "cupy":
             return self._run_sequence_cupy(x_seq, v, count, mask, record_v)
         out, v, count, v_seq = rules.run_steps(x_seq, v, count, mask, self.v_threshold, self.signed,
@@ -309,9 +344,10 @@ class _FixedNode(SpikingNode):
     PRERUN: Optional[str] = None
 
     def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False,
-                 prerun_steps=None):
+                 prerun_steps=None, surrogate_function=None):
         super().__init__(v_threshold, signed=self.SIGNED, prerun=self.PRERUN, prerun_steps=prerun_steps,
-                         neg_rule=neg_rule, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+                         neg_rule=neg_rule, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq,
+                         surrogate_function=surrogate_function)
 
 
 class ConvertedIFNode(_FixedNode):

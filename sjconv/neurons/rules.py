@@ -123,3 +123,57 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
     half = torch.full_like(v, theta / 2.0)
     v0 = torch.where((v < 0) & (fired_count >= 1), half - down, half)
     return torch.where(v >= theta, half + up, v0)
+
+
+def surrogate_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                   theta: torch.Tensor, theta_value: float, signed: bool, neg_rule: str, surrogate_function):
+    """:func:`step` for training (METHODS.md §10): the same values, with gradients.
+
+    The spike is computed exactly as in :func:`step` (so the forward is bit-identical to
+    inference); its gradient is the surrogate derivative of the firing condition, added as
+    ``g(z) - g(z).detach()`` (zero in value): ``z = v - θ`` for a positive spike and, for a
+    signed neuron whose count is > 0, ``z = -v`` (``-(v + θ)`` with the SNM rule) for a negative one.
+    ``theta`` is a tensor (learnable): it enters the firing condition, the reset ``v -= θ·s`` and the
+    amplitude ``θ·s``; ``theta_value`` is its float value. The count carries no gradient.
+    """
+    gate = count > 0 if signed else None   # a negative spike is possible only after a net positive count
+    with torch.no_grad():
+        if signed:
+            s_value, _, count = signed_if_step(x, v, count, theta_value, neg_rule)
+        else:
+            s_value, _ = if_step(x, v, theta_value)
+    v = v + x
+    up = surrogate_function(v - theta)
+    s = s_value + (up - up.detach())
+    if signed:
+        low = surrogate_function(-(v + theta) if neg_rule == "snm" else -v)
+        s = s - (low - low.detach()) * gate
+    out = (s * theta).to(x.dtype)
+    if mask is not None:
+        out = out.masked_fill(~mask, 0)
+    return out, v - theta * s, count
+
+
+def run_surrogate_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor],
+                        mask: Optional[torch.Tensor], theta: torch.Tensor, signed: bool, neg_rule: str,
+                        surrogate_function):
+    """All steps of ``x_seq`` with :func:`surrogate_step`: ``(out [T, ...], v, count)``."""
+    theta_value = float(theta.detach().reshape(-1)[0])
+    outs = []
+    for t in range(x_seq.shape[0]):
+        out, v, count = surrogate_step(x_seq[t], v, count, mask, theta, theta_value, signed, neg_rule,
+                                       surrogate_function)
+        outs.append(out)
+    return torch.stack(outs), v, count
+
+
+def zif(gamma: float = 1.0):
+    """The ZIF triangle surrogate of METHODS.md §8: forward ``1[z >= 0]``, derivative
+    ``(1/γ)² · max(0, γ - |z|)``. That is SpikingJelly's ``PiecewiseQuadratic`` with ``alpha = 1/γ``
+    (its derivative ``α - α²|z|`` for ``|z| <= 1/α``, else 0), so it is returned as one."""
+    from spikingjelly.activation_based import surrogate
+
+    if not gamma > 0:
+        from ..errors import ConfigError
+        raise ConfigError(f"the ZIF surrogate width gamma must be > 0, got {gamma}")
+    return surrogate.PiecewiseQuadratic(alpha=1.0 / gamma)
