@@ -183,3 +183,49 @@ def test_finetuned_state_maps_onto_the_ann_layout(small):
     sjconv.load_checkpoint(fresh, state)
     again = sjconv.convert(fresh, method="neg")
     assert torch.equal(sjconv.simulate(again, images, T=4), sjconv.simulate(snn, images, T=4))
+
+
+# --------------------------------------------------------------------------- command line
+from test_cli import fake_cifar, tiny_checkpoint  # noqa: E402,F401  (pytest fixtures)
+
+
+def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint, capsys):
+    import json
+
+    from sjconv.cli import eval_cifar, finetune_snn
+
+    out = fake_cifar / "ft" / "r20_ft.pth"
+    code = finetune_snn.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+                             "--data-dir", str(fake_cifar / "data"), "--method", "neg", "-T", "2", "--epochs", "1",
+                             "--lr", "1e-2", "--batch-size", "6", "--workers", "0", "--device", "cpu",
+                             "--no-progress", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    state = torch.load(out, weights_only=True)
+    before = torch.load(tiny_checkpoint, weights_only=True)
+    assert set(state) == set(before)                          # the official layout, key for key
+    assert any(not torch.equal(state[k], before[k]) for k in state if k.endswith("thresh"))
+    model = sjconv.models.resnet20(num_classes=10, L=4)
+    sjconv.load_checkpoint(model, str(out))
+    log = json.loads((fake_cifar / "ft" / "r20_ft.json").read_text())
+    assert log["method"] == "neg" and log["T"] == 2 and len(log["history"]) == 1
+    res = fake_cifar / "ft" / "eval.json"
+    assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(out), "--L", "4", "--data-dir",
+                           str(fake_cifar / "data"), "--method", "neg", "-T", "1", "2", "--batch-size", "6",
+                           "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(res)]) == 0
+    assert set(json.loads(res.read_text())["methods"][0]["accuracy"]) == {"1", "2"}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--method", "qcfs", "--neg-rule", "snm"], "signed"),
+    (["--method", "qcfs", "--tau", "3"], "--tau"),
+    (["--lam", "2"], "--lam"),
+    (["--freeze-weights", "--freeze-thresholds"], "nothing to train"),
+])
+def test_finetune_cli_bad_arguments_are_one_line(fake_cifar, tiny_checkpoint, capsys, args, match):
+    from sjconv.cli import finetune_snn
+
+    code = finetune_snn.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--data-dir",
+                             str(fake_cifar / "data"), "--device", "cpu", "--out", str(fake_cifar / "x.pth")] + args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and match in err and len(err.strip().splitlines()) == 1
+    assert not (fake_cifar / "x.pth").exists()
