@@ -5,14 +5,14 @@ the same JSON and plot.
 """
 
 import time
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch.nn as nn
 
 from .convert import convert
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
-from .simulate import evaluate, evaluate_ann
+from .simulate import accuracies, count_correct, count_correct_ann
 from .srp import DEFAULT_TAU
 
 
@@ -25,23 +25,32 @@ def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
                 tau: int = DEFAULT_TAU, step_mode: str = "m", backend: str = "torch", device=None,
                 chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
-                memory_budget=None) -> Dict:
+                memory_budget=None, reduce: Optional[Callable[[List[int]], List[int]]] = None) -> Dict:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
-    Returns a JSON-ready dict: ``ann_accuracy``, ``T`` and ``methods`` (a list of
+    Returns a JSON-ready dict: ``ann_accuracy``, ``T``, ``num_images`` and ``methods`` (a list of
     ``{method, label, tau, accuracy: {T: %}, seconds}``). SRP methods use ``tau`` pre-run steps.
+
+    Accuracies are computed from integer counts. With ``reduce`` (e.g.
+    :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
+    and the counts of all shards are summed before dividing, so K processes give exactly the
+    single-process figures (METHODS.md §11).
     """
+    reduce = reduce or (lambda counts: counts)
     ann = ann.to(device).eval()
     started = time.perf_counter()
+    ann_correct, total = reduce(list(count_correct_ann(ann, loader, device=device, progress=progress)))
     results = {"T": list(steps), "step_mode": step_mode, "backend": backend, "chunk": chunk,
                "memory_budget": memory_budget,
-               "ann_accuracy": evaluate_ann(ann, loader, device=device, progress=progress),
-               "ann_seconds": round(time.perf_counter() - started, 3), "methods": []}
+               "ann_accuracy": accuracies({0: ann_correct}, total)[0],
+               "ann_seconds": round(time.perf_counter() - started, 3), "num_images": total, "methods": []}
     for method in methods:
         snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
         started = time.perf_counter()
-        accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                            desc=method_label(method, snn.tau), memory_budget=memory_budget)
+        correct, count = count_correct(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
+                                       desc=method_label(method, snn.tau), memory_budget=memory_budget)
+        summed = reduce(list(correct.values()) + [count])
+        accuracy = accuracies(dict(zip(correct, summed[:-1])), summed[-1])
         results["methods"].append({
             "method": method, "label": method_label(method, snn.tau), "tau": snn.tau,
             "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
