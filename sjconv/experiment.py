@@ -5,14 +5,14 @@ the same JSON and plot.
 """
 
 import time
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch.nn as nn
 
 from .convert import convert
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
-from .simulate import evaluate, evaluate_ann
+from .simulate import accuracies, count_correct, count_correct_ann
 
 
 def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
@@ -33,31 +33,48 @@ def _row(method, snn, neg_rule):
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
                 tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch", device=None,
                 chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
-                memory_budget=None) -> Dict:
+                memory_budget=None, reduce: Optional[Callable[[List[int]], List[int]]] = None) -> Dict:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
-    Returns a JSON-ready dict: ``ann_accuracy``, ``T`` and ``methods`` (a list of
+    Returns a JSON-ready dict: ``ann_accuracy``, ``T``, ``num_images`` and ``methods`` (a list of
     ``{method, label, tau, neg_rule, accuracy: {T: %}, seconds}``). Methods with a pre-run (SRP,
     COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods.
+
+    Accuracies are computed from integer counts. With ``reduce`` (e.g.
+    :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
+    and the counts of all shards are summed before dividing, so K processes give exactly the
+    single-process figures (METHODS.md §11).
     """
+    reduce = reduce or _single_process
     ann = ann.to(device).eval()
     started = time.perf_counter()
+    ann_correct, total = reduce(list(count_correct_ann(ann, loader, device=device, progress=progress)))
     results = {"T": list(steps), "step_mode": step_mode, "backend": backend, "chunk": chunk,
                "memory_budget": memory_budget,
-               "ann_accuracy": evaluate_ann(ann, loader, device=device, progress=progress),
-               "ann_seconds": round(time.perf_counter() - started, 3), "methods": []}
+               "ann_accuracy": accuracies({0: ann_correct}, total)[0],
+               "ann_seconds": round(time.perf_counter() - started, 3), "num_images": total, "methods": []}
     for method in methods:
         snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
         row = _row(method, snn, neg_rule)
-        results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget))
+        results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget,
+                                             reduce))
     return results
 
 
-def _evaluated(row: Dict, snn, loader, steps, device, chunk, progress, memory_budget) -> Dict:
-    """``row`` with the accuracy after every T in ``steps`` and the seconds it took."""
+def _single_process(counts: List[int]) -> List[int]:
+    """The ``reduce`` of one process: its counts are all the counts."""
+    return counts
+
+
+def _evaluated(row: Dict, snn, loader, steps, device, chunk, progress, memory_budget,
+               reduce=_single_process) -> Dict:
+    """``row`` with the accuracy after every T in ``steps`` (counts summed by ``reduce`` over the
+    processes' shards, if given) and the seconds it took."""
     started = time.perf_counter()
-    accuracy = evaluate(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                        desc=row["label"], memory_budget=memory_budget)
+    correct, count = count_correct(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
+                                   desc=row["label"], memory_budget=memory_budget)
+    summed = reduce(list(correct.values()) + [count])
+    accuracy = accuracies(dict(zip(correct, summed[:-1])), summed[-1])
     return {**row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
             "seconds": round(time.perf_counter() - started, 3)}
 

@@ -12,8 +12,9 @@ step (memory independent of T); ``'m'`` folds T into the batch, optionally in ch
 chunks. Every way gives the same spikes and logits.
 """
 
+import os
 import warnings
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Union
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -119,6 +120,28 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
     of memory (the footprint is extrapolated from one and two steps), that batch is run again
     from the start with half the chunk, with a warning. An explicit ``chunk`` is never changed.
     """
+    correct, total = count_correct(snn, loader, T, device=device, tau=tau, chunk=chunk, progress=progress,
+                                   desc=desc, memory_budget=memory_budget)
+    return accuracies(correct, total)
+
+
+def accuracies(correct: Dict[int, int], total: int) -> Dict[int, float]:
+    """Percentages from correct counts over ``total`` images (an error when there are none)."""
+    if total == 0:
+        raise ConfigError("the data loader yielded no samples")
+    return {t: 100.0 * c / total for t, c in correct.items()}
+
+
+@torch.no_grad()
+def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
+                  device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
+                  chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN",
+                  memory_budget=None) -> Tuple[Dict[int, int], int]:
+    """What :func:`evaluate` measures, as integers: ``({T: correct predictions}, images)``.
+
+    Counts, unlike percentages, add up exactly across data shards (METHODS.md §11); an empty
+    loader gives zero counts.
+    """
     steps = _as_steps(T)
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
@@ -141,24 +164,42 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
         for t in steps:
             correct[t] += hits[t]
         total += labels.numel()
-    if total == 0:
-        raise ConfigError("the data loader yielded no samples")
-    return {t: 100.0 * correct[t] / total for t in steps}
+    return correct, total
 
 
 def _halve_chunk(chunk: int, images: torch.Tensor) -> int:
     smaller = max(1, chunk // 2)
     warnings.warn(f"out of memory with {chunk} time steps per call under the memory budget; "
-                  f"running this batch again with {smaller}", RuntimeWarning, stacklevel=4)  # the caller of evaluate()
+                  f"running this batch again with {smaller}", RuntimeWarning, stacklevel=_caller_level())
     if images.is_cuda:
         torch.cuda.empty_cache()
     return smaller
+
+
+def _caller_level() -> int:
+    """``stacklevel`` of the first frame outside this module and torch's ``no_grad`` wrappers, so
+    a warning names the line that called :func:`evaluate` or :func:`count_correct`."""
+    import inspect
+
+    level, frame = 1, inspect.currentframe().f_back  # the function that asks
+    while frame is not None and (frame.f_code.co_filename == __file__
+                                 or frame.f_code.co_filename.endswith(os.path.join("torch", "utils", "_contextlib.py"))):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 @torch.no_grad()
 def evaluate_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, torch.device]] = None,
                  progress: bool = True) -> float:
     """Top-1 accuracy (%) of the ANN (the T = 0 column of the tables)."""
+    correct, total = count_correct_ann(ann, loader, device=device, progress=progress)
+    return accuracies({0: correct}, total)[0]
+
+
+@torch.no_grad()
+def count_correct_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, torch.device]] = None,
+                      progress: bool = True) -> Tuple[int, int]:
+    """What :func:`evaluate_ann` measures, as integers: ``(correct predictions, images)``."""
     device = torch.device(device) if device is not None else _device_of(ann)
     was_training = ann.training
     ann.eval()
@@ -168,6 +209,4 @@ def evaluate_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, t
         correct += int((ann(images).argmax(dim=-1) == labels).sum())
         total += labels.numel()
     ann.train(was_training)
-    if total == 0:
-        raise ConfigError("the data loader yielded no samples")
-    return 100.0 * correct / total
+    return correct, total

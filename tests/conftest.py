@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+#: shared fixtures (fake CIFAR, a tiny checkpoint) live in tests/fakes.py
+pytest_plugins = ["fakes"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -186,9 +186,6 @@ def test_finetuned_state_maps_onto_the_ann_layout(small):
 
 
 # --------------------------------------------------------------------------- command line
-from test_cli import fake_cifar, tiny_checkpoint  # noqa: E402,F401  (pytest fixtures)
-
-
 def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint, capsys):
     import json
 

@@ -1,7 +1,11 @@
-"""Train a QCFS ANN on CIFAR-10/100 with the reference recipe and save official checkpoints.
+"""Train a QCFS ANN on CIFAR-10/100 or ImageNet with the reference recipe and save official checkpoints.
 
     python examples/train_qcfs.py --arch vgg16 --dataset cifar10 --data-dir data --download \\
         --epochs 300 --L 8 --out checkpoints/vgg16_cifar10.pth
+
+Under torchrun every process trains a DistributedDataParallel replica on its share of each
+epoch (a shuffling DistributedSampler, re-shuffled every epoch); rank 0 alone writes the
+checkpoint (official format) and the training state beside it (``--resume`` continues from it).
 """
 
 import argparse
@@ -9,54 +13,85 @@ import json
 import sys
 
 import torch
+import torch.nn as nn
+from torch.utils.data import DistributedSampler
 
-from .. import models
-from ..data import cifar_dataset, limited, loader, num_classes
-from ..train import fit, save_state_dict
+from .. import distributed, models
+from ..checkpoint import load_checkpoint
+from ..data import DATASETS, check_same_classes, get_dataset, limited, loader, num_classes
+from ..errors import ConfigError
+from ..train import fit, read_training_state, training_state_path
 from .common import positive_int, resolve_device, run_cli
+from .eval_cifar import check_download_alone
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", required=True, choices=list(models.ARCHS))
-    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
+                   help="imagenet: torchvision ImageFolder on DATA_DIR/train and DATA_DIR/val")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--download", action="store_true")
     p.add_argument("--epochs", type=positive_int, default=300)
     p.add_argument("--L", type=positive_int, default=8, help="QCFS quantization levels")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per process and step")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--dropout", type=float, default=0.0, help="dropout of VGG models")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: batch-norm statistics over all processes (SyncBatchNorm)")
+    p.add_argument("--resume", default=None, metavar="STATE",
+                   help="continue from a training state (the OUT.state.pth written beside a checkpoint)")
     p.add_argument("--device", default=None)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--limit", type=positive_int, default=None, help="train/test on the first N images only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="checkpoint path (model.state_dict(), saved every epoch)")
+    p.add_argument("--out", required=True, help="checkpoint path (model.state_dict(), saved every epoch; "
+                                                "the training state goes to OUT.state.pth)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    # every check that can fail runs before the process group starts (see eval_cifar.main)
+    check_download_alone(args.download)
+    device = distributed.process_device(resolve_device(args.device))
+    if args.sync_bn and device.type != "cuda":
+        raise ConfigError("--sync-bn needs --device cuda (torch's SyncBatchNorm synchronizes GPU batches only)")
+    resume = read_training_state(args.resume) if args.resume else None
+    if resume is not None and resume["epochs"] != args.epochs:
+        raise ConfigError(f"--resume {args.resume} was written for --epochs {resume['epochs']}, got --epochs "
+                          f"{args.epochs}: pass --epochs {resume['epochs']} (the cosine schedule depends on it)")
+    if resume is not None and resume["epoch"] >= resume["epochs"]:
+        raise ConfigError(f"--resume {args.resume} has finished all {resume['epochs']} epochs: nothing to resume")
     torch.manual_seed(args.seed)
-    extra = {"dropout": args.dropout} if args.arch.startswith("vgg") else {}
-    model = models.build(args.arch, num_classes=num_classes(args.dataset), L=args.L, **extra)
-    train_set = limited(cifar_dataset(args.dataset, args.data_dir, train=True, download=args.download), args.limit)
-    test_set = limited(cifar_dataset(args.dataset, args.data_dir, train=False, download=args.download), args.limit)
-    train_loader = loader(train_set, args.batch_size, shuffle=True, workers=args.workers, seed=args.seed)
-    test_loader = loader(test_set, args.batch_size, workers=args.workers)
+    model = models.build(args.arch, num_classes=num_classes(args.dataset), L=args.L, dropout=args.dropout)
+    if resume is not None:  # a state of another architecture is a one-line error naming the keys
+        load_checkpoint(model, resume["model"], arch=f"{args.arch} ({args.dataset})")
+    train_set = limited(get_dataset(args.dataset, args.data_dir, train=True, download=args.download), args.limit)
+    test_set = limited(get_dataset(args.dataset, args.data_dir, train=False, download=args.download), args.limit)
+    check_same_classes(getattr(train_set, "dataset", train_set), getattr(test_set, "dataset", test_set))
+    with distributed.process_group(device) as ctx:
+        if args.sync_bn and ctx.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=args.seed)
+        train_loader = loader(train_set, args.batch_size, workers=args.workers, sampler=sampler)
+        test_loader = loader(distributed.shard(test_set, ctx.rank, ctx.world_size), args.batch_size,
+                             workers=args.workers)
 
-    def on_epoch(epoch, record):
-        save_state_dict(model, args.out)
-        print(json.dumps(record), file=sys.stderr)
+        def on_epoch(epoch, record):
+            if ctx.is_main:
+                print(json.dumps(record), file=sys.stderr)
 
-    fit(model, train_loader, args.epochs, test_loader, lr=args.lr, weight_decay=args.weight_decay,
-        amp=args.amp, device=device, progress=not args.no_progress, on_epoch=on_epoch)
-    print(f"saved {args.out}", file=sys.stderr)
+        fit(model, train_loader, args.epochs, test_loader, lr=args.lr, weight_decay=args.weight_decay,
+            amp=args.amp, device=device, progress=not args.no_progress and ctx.is_main, on_epoch=on_epoch,
+            checkpoint=args.out, resume=resume, seed=args.seed)
+        if ctx.is_main:
+            print(f"saved {args.out} and {training_state_path(args.out)}", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,10 @@ Stem ``conv1`` = [Conv3x3(no bias), BN, QCFS] (no max-pool); stages ``conv2_x`` 
 blocks hold ``residual_function`` = [conv, bn, QCFS, conv, bn], ``shortcut`` = [conv1x1, bn]
 when the shape changes, and ``act`` (QCFS after the residual add); then adaptive average
 pooling and ``fc``. ResNet20 (``ResNet4Cifar``) has 3 stages of 16/32/64 channels.
+
+The official repository builds its ImageNet ResNet18/34 with this very class and 1000 classes
+(the 3x3 stride-1 stem and no max-pool are kept at 224x224), so ``resnet18(num_classes=1000)``
+and ``resnet34(num_classes=1000)`` load the official ImageNet checkpoints unchanged.
 """
 
 import torch.nn as nn
@@ -66,12 +70,12 @@ class ResNet(nn.Module):
 
 
 def resnet18(num_classes=10, L=8, thresh=8.0):
-    """QCFS ResNet18 for CIFAR (official layout)."""
+    """QCFS ResNet18 for CIFAR, or ImageNet with num_classes=1000 (official layout)."""
     return ResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes, L, thresh)
 
 
 def resnet34(num_classes=10, L=8, thresh=8.0):
-    """QCFS ResNet34 for CIFAR (official layout)."""
+    """QCFS ResNet34 for CIFAR, or ImageNet with num_classes=1000 (official layout)."""
     return ResNet([3, 4, 6, 3], [64, 128, 256, 512], num_classes, L, thresh)
 
 

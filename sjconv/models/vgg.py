@@ -8,6 +8,7 @@ match the official keys (``layer1.0.weight``, ``layer1.2.thresh``, ``classifier.
 
 import torch.nn as nn
 
+from ..errors import ConfigError
 from ..qcfs import QCFS
 
 #: channels per stage; each stage ends with a 2x2 average pool
@@ -20,12 +21,27 @@ STAGES = {
 
 
 class VGG(nn.Module):
-    """VGG for CIFAR (32x32 input, 512-wide flatten) or ImageNet (224x224, 512·7·7)."""
+    """VGG for CIFAR (32x32 input) or ImageNet (224x224 input).
 
-    def __init__(self, stages, num_classes=10, dropout=0.0, L=8, thresh=8.0, imagenet=None):
+    ``stages`` is a list of stages, each a list of conv widths, named ``layer1`` ... ``layerN``;
+    any number of stages works. Each stage halves the resolution, so the classifier's input is
+    the last width times (image_size / 2**N)²: for the five standard stages 512 on CIFAR and the
+    official 512·7·7 on ImageNet. ``image_size`` defaults to 224 with ``imagenet`` (itself
+    defaulting to ``num_classes == 1000``), else 32.
+    """
+
+    def __init__(self, stages, num_classes=10, dropout=0.0, L=8, thresh=8.0, imagenet=None, image_size=None):
         super().__init__()
         if imagenet is None:
             imagenet = num_classes == 1000
+        if image_size is None:
+            image_size = 224 if imagenet else 32
+        if not stages or not all(stages):
+            raise ConfigError(f"stages must be a non-empty list of non-empty width lists, got {stages!r}")
+        side = int(image_size) // 2 ** len(stages)
+        if side < 1:
+            raise ConfigError(f"image_size={image_size} is too small for {len(stages)} stages "
+                              f"(each halves it; at least {2 ** len(stages)} is needed)")
         in_channels = 3
         for index, widths in enumerate(stages, start=1):
             layers = []
@@ -39,7 +55,8 @@ class VGG(nn.Module):
                 in_channels = width
             layers.append(nn.AvgPool2d(kernel_size=2, stride=2))
             setattr(self, f"layer{index}", nn.Sequential(*layers))
-        features = 512 * 7 * 7 if imagenet else 512
+        self.num_stages = len(stages)
+        features = in_channels * side * side
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(features, 4096),
@@ -63,17 +80,18 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        for index in range(1, 6):
+        for index in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{index}")(x)
         return self.classifier(x)
 
 
 def _factory(name):
-    def build(num_classes=10, dropout=0.0, L=8, thresh=8.0, imagenet=None):
-        return VGG(STAGES[name], num_classes, dropout, L, thresh, imagenet)
+    def build(num_classes=10, dropout=0.0, L=8, thresh=8.0, imagenet=None, image_size=None):
+        return VGG(STAGES[name], num_classes, dropout, L, thresh, imagenet, image_size)
 
     build.__name__ = name
-    build.__doc__ = f"QCFS {name.upper()} (official v2 layout); ``imagenet`` defaults to num_classes == 1000."
+    build.__doc__ = (f"QCFS {name.upper()} (official v2 layout); ``imagenet`` (224x224 input, 512·7·7 head) "
+                     "defaults to num_classes == 1000.")
     return build
 
 
