@@ -15,10 +15,12 @@ from .neurons import (METHODS, COSIFNode, COSSignedIFNode, ConvertedIFNode, Sign
                       SRPSignedIFNode, prerun)
 from .qcfs import QCFS
 from .simulate import evaluate, evaluate_ann, iter_logits, simulate
+from .finetune import ann_state_dict, finetune, load_into_ann  # noqa: E402  (the function shadows the module name)
 
 __version__ = "0.1.0"
 
 __all__ = ["analysis", "memory", "models", "neurons", "srp", "prerun", "QCFS", "METHODS", "convert", "ConvertedSNN",
-           "simulate", "evaluate", "evaluate_ann", "iter_logits", "load_checkpoint", "ConvertedIFNode",
+           "simulate", "evaluate", "evaluate_ann", "iter_logits", "load_checkpoint", "finetune", "load_into_ann",
+           "ann_state_dict", "ConvertedIFNode",
            "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode", "SjconvError",
            "ConfigError", "CheckpointError", "ConversionError", "BackendUnavailableError"]

@@ -4,7 +4,7 @@ For a batch of images, a method and a number of main-run steps T, :func:`analyze
 neuron layer (every QCFS module of the ANN and the spiking node at the same path of the SNN):
 
 - firing rate: nonzero outputs per neuron per step, split into positive and negative spikes;
-- the unevenness-error case fractions of METHODS.md §7, comparing the ANN's QCFS activation ``a``
+- the unevenness-error case fractions of docs/methods.md §7, comparing the ANN's QCFS activation ``a``
   with the SNN's mean output ``φ(T) = (1/T) Σ_t out[t]``;
 - the relative error ``‖φ(T) − a‖ / ‖a‖`` over the whole batch;
 
@@ -36,7 +36,7 @@ E_AC_PJ = 0.9
 #: energy of one multiply-accumulate, pJ (45 nm, 32-bit float)
 E_MAC_PJ = 4.6
 
-#: case names of METHODS.md §7 (plus ``a0_below`` so that the fractions sum to 1)
+#: case names of docs/methods.md §7 (plus ``a0_below`` so that the fractions sum to 1)
 CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
 
 _SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)

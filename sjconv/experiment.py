@@ -10,6 +10,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch.nn as nn
 
 from .convert import convert
+from .errors import ConfigError
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
 from .simulate import accuracies, count_correct, count_correct_ann
@@ -43,7 +44,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     Accuracies are computed from integer counts. With ``reduce`` (e.g.
     :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
     and the counts of all shards are summed before dividing, so K processes give exactly the
-    single-process figures (METHODS.md §11).
+    single-process figures (docs/methods.md §11).
     """
     reduce = reduce or _single_process
     ann = ann.to(device).eval()
@@ -132,7 +133,7 @@ def first_images(loader: Iterable, count: int):
         if seen >= count:
             break
     if not taken:
-        raise ValueError("the data loader yielded no samples")
+        raise ConfigError("the data loader yielded no samples")
     return torch.cat(taken)
 
 

@@ -1,6 +1,6 @@
 """The QCFS activation (quantization clip-floor-shift), the ANN side of the conversion.
 
-    y = θ · floor(clamp(x / θ, 0, 1) · L + 0.5) / L        (METHODS.md §1)
+    y = θ · floor(clamp(x / θ, 0, 1) · L + 0.5) / L        (docs/methods.md §1)
 
 θ (``thresh``) is a trainable scalar stored with shape ``[1]``, exactly as in the official
 QCFS code, so official checkpoints (key ``...thresh``) load unchanged.
@@ -8,6 +8,8 @@ QCFS code, so official checkpoints (key ``...thresh``) load unchanged.
 
 import torch
 import torch.nn as nn
+
+from .errors import ConfigError
 
 
 class _StraightThroughFloor(torch.autograd.Function):
@@ -38,7 +40,7 @@ class QCFS(nn.Module):
     def __init__(self, L: int = 8, thresh: float = 8.0):
         super().__init__()
         if int(L) < 1:
-            raise ValueError(f"QCFS needs L >= 1 quantization levels, got {L}")
+            raise ConfigError(f"QCFS needs L >= 1 quantization levels, got {L}")
         self.L = int(L)
         self.thresh = nn.Parameter(torch.tensor([float(thresh)]))
 

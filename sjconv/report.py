@@ -1,4 +1,4 @@
-"""Result tables (METHODS.md §6 layout), JSON files and accuracy-vs-T plots."""
+"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots."""
 
 import contextlib
 import json

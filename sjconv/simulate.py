@@ -1,7 +1,7 @@
 """Running converted networks: per-step logits and accuracy after every T in one pass.
 
 The network output at step t is that step's logits; the prediction after t steps is the
-argmax of the mean (equivalently the sum) of the logits of steps 1..t (METHODS.md §2), so one
+argmax of the mean (equivalently the sum) of the logits of steps 1..t (docs/methods.md §2), so one
 run of T_max steps yields the accuracy of every T <= T_max. The static image is fed at every
 step. For networks with a pre-run (SRP, COS), ``tau`` pre-run steps come first and are not
 counted in T; the nodes carry the method and its ``tau``, so any wrapper of them runs the same.
@@ -139,7 +139,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
                   memory_budget=None) -> Tuple[Dict[int, int], int]:
     """What :func:`evaluate` measures, as integers: ``({T: correct predictions}, images)``.
 
-    Counts, unlike percentages, add up exactly across data shards (METHODS.md §11); an empty
+    Counts, unlike percentages, add up exactly across data shards (docs/methods.md §11); an empty
     loader gives zero counts.
     """
     steps = _as_steps(T)

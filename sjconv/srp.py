@@ -1,4 +1,4 @@
-"""SRP protocol helpers for running SRP nodes in any SpikingJelly network (METHODS.md §4).
+"""SRP protocol helpers for running SRP nodes in any SpikingJelly network (docs/methods.md §4).
 
     functional.reset_net(net)        # pre-run phase: masks cleared
     net(x_prerun)                    # tau steps, outputs discarded

@@ -1,6 +1,6 @@
 """Plain reference implementations, written independently of sjconv's own rule code.
 
-- ``reference_node``: the neuron rules of METHODS.md §2-§4 as a Python loop over time,
+- ``reference_node``: the neuron rules of docs/methods.md §2-§4 as a Python loop over time,
   element by element (float32 arithmetic via numpy scalars).
 - ``reference_network_logits``: the official QCFS SNN loop (``Models/layer.py`` IF with T > 0:
   T folded into the batch, mem = θ/2, spike = ((mem - θ) >= 0)·θ, mem -= spike) applied to a
@@ -102,7 +102,7 @@ def calibrate_thresholds(ann, images, quantile=0.99):
 
 
 def reference_cos_start(x_pre, theta):
-    """COS initial potentials (METHODS.md §9) for one node, element by element, in potential units
+    """COS initial potentials (docs/methods.md §9) for one node, element by element, in potential units
     (v = θ·u; the margins 0.999 and 1.001 scale with θ): float32 numpy, shape of one step."""
     x = np.asarray(x_pre, dtype=np.float32)
     rho = x.shape[0]

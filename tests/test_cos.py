@@ -1,4 +1,4 @@
-"""COS offset-spike calibration (METHODS.md §9) and COS + NegSpike, against references written
+"""COS offset-spike calibration (docs/methods.md §9) and COS + NegSpike, against references written
 from §9; the method table; protocols carried by the nodes; dtypes kept by conversion."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (METHODS.md §2-§4).
+"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md §2-§4).
 
 Each thread owns one neuron: it loads ``v`` (and the signed count, and the SRP mask) once,
 keeps them in registers for all T steps, reads every input once, writes every output once and
@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from . import kernel_check
 
 _SOURCE = r"""
@@ -152,12 +152,12 @@ def _like(state: torch.Tensor, step: torch.Tensor, dtype, fresh: bool) -> torch.
 
 def check_input(x_seq: torch.Tensor) -> None:
     if not x_seq.is_cuda:
-        raise ValueError(f"backend='cupy' runs on CUDA tensors, got a tensor on {x_seq.device}: "
+        raise ConfigError(f"backend='cupy' runs on CUDA tensors, got a tensor on {x_seq.device}: "
                          "move the network and inputs to the GPU or use backend='torch'")
     if x_seq.dtype not in _FORMATS:
-        raise TypeError(f"backend='cupy' supports float32, float16 and bfloat16 inputs, got {x_seq.dtype}")
+        raise ConfigError(f"backend='cupy' supports float32, float16 and bfloat16 inputs, got {x_seq.dtype}")
     if x_seq.requires_grad and torch.is_grad_enabled():
-        raise RuntimeError("backend='cupy' is inference-only (no backward): run under torch.no_grad() "
+        raise BackendUnavailableError("backend='cupy' is inference-only (no backward): run under torch.no_grad() "
                            "or use backend='torch'")
 
 

@@ -1,7 +1,7 @@
 """SpikingJelly 2.0 neuron nodes for converted QCFS networks.
 
 All nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
-``signed`` (negative spikes, METHODS.md §3) and ``prerun`` (what a pre-run phase derives per
+``signed`` (negative spikes, docs/methods.md §3) and ``prerun`` (what a pre-run phase derives per
 neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential, §9; see
 :mod:`sjconv.neurons.prerun`).
 
@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
-from ..errors import ConfigError
+from ..errors import BackendUnavailableError, ConfigError
 from . import rules
 from .prerun import PRERUNS, prerun_kind
 
@@ -84,7 +84,7 @@ class SpikingNode(BaseNode):
         ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
     :param srp: older spelling of ``prerun='srp'``
 
-    Training (METHODS.md §10): with the torch backend, a run under grad mode whose input or θ
+    Training (docs/methods.md §10): with the torch backend, a run under grad mode whose input or θ
     requires grad goes through :func:`rules.run_surrogate_steps` (same spikes, surrogate
     gradients; θ gets both the firing-condition and the amplitude path, the reset is in the
     graph, the start potential θ/2 is a constant). :meth:`learnable_threshold` makes θ a parameter.
@@ -162,8 +162,8 @@ class SpikingNode(BaseNode):
         if not torch.is_grad_enabled() or not (x.requires_grad or self.theta.requires_grad):
             return False
         if self.backend != "torch":
-            raise ConfigError(f"backend='{self.backend}' is inference-only: train (fine-tune) with "
-                              "backend='torch', or run under torch.no_grad()")
+            raise BackendUnavailableError(f"backend='{self.backend}' is inference-only (no backward): train "
+                                          "(fine-tune) with backend='torch', or run under torch.no_grad()")
         return True
 
     @property
@@ -351,30 +351,30 @@ class _FixedNode(SpikingNode):
 
 
 class ConvertedIFNode(_FixedNode):
-    """Half-threshold IF neuron of a converted QCFS layer (METHODS.md §2)."""
+    """Half-threshold IF neuron of a converted QCFS layer (docs/methods.md §2)."""
 
 
 class SignedIFNode(_FixedNode):
-    """Signed IF ("NegSpike", METHODS.md §3); ``neg_rule='snm'`` gives the SNM variant."""
+    """Signed IF ("NegSpike", docs/methods.md §3); ``neg_rule='snm'`` gives the SNM variant."""
 
     SIGNED = True
 
 
 class SRPIFNode(_FixedNode):
-    """IF neuron with the SRP output mask (METHODS.md §4)."""
+    """IF neuron with the SRP output mask (docs/methods.md §4)."""
 
     PRERUN = "srp"
 
 
 class SRPSignedIFNode(_FixedNode):
-    """Signed IF neuron with the SRP mask on both signs (METHODS.md §4, SRP + NegSpike)."""
+    """Signed IF neuron with the SRP mask on both signs (docs/methods.md §4, SRP + NegSpike)."""
 
     SIGNED = True
     PRERUN = "srp"
 
 
 class COSIFNode(_FixedNode):
-    """IF neuron whose main run starts from COS-calibrated potentials (METHODS.md §9)."""
+    """IF neuron whose main run starts from COS-calibrated potentials (docs/methods.md §9)."""
 
     PRERUN = "cos"
 

@@ -1,5 +1,5 @@
 """Pre-run phases: k steps on the same input, after which every node derives per-neuron state
-from what it saw, then restarts for the main run (METHODS.md §4 SRP, §9 COS).
+from what it saw, then restarts for the main run (docs/methods.md §4 SRP, §9 COS).
 
 The protocol is the same for every kind, in any SpikingJelly network holding sjconv nodes::
 

@@ -1,4 +1,4 @@
-"""The neuron update rules of METHODS.md §2-§4 and §9, written once, one time step at a time.
+"""The neuron update rules of docs/methods.md §2-§4 and §9, written once, one time step at a time.
 
 Every backend must reproduce these bit for bit: the torch backend calls them in a loop and
 the tests compare other backends and step modes against them.
@@ -89,7 +89,7 @@ def srp_mask(v: torch.Tensor, theta: float) -> torch.Tensor:
 
 
 def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tensor) -> torch.Tensor:
-    """COS calibration of one layer (METHODS.md §9): the initial potential of its main run.
+    """COS calibration of one layer (docs/methods.md §9): the initial potential of its main run.
 
     Pre-simulates the plain IF rule (:func:`if_step`) on the layer's first inputs ``x_seq``
     [ρ, ...] from ``v_start`` (θ/2) and records per neuron: n, the number of spikes; a, the
@@ -127,7 +127,7 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
 
 def surrogate_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
                    theta: torch.Tensor, theta_value: float, signed: bool, neg_rule: str, surrogate_function):
-    """:func:`step` for training (METHODS.md §10): the same values, with gradients.
+    """:func:`step` for training (docs/methods.md §10): the same values, with gradients.
 
     The spike is computed exactly as in :func:`step` (so the forward is bit-identical to
     inference); its gradient is the surrogate derivative of the firing condition, added as
@@ -168,7 +168,7 @@ def run_surrogate_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[to
 
 
 def zif(gamma: float = 1.0):
-    """The ZIF triangle surrogate of METHODS.md §8: forward ``1[z >= 0]``, derivative
+    """The ZIF triangle surrogate of docs/methods.md §8: forward ``1[z >= 0]``, derivative
     ``(1/γ)² · max(0, γ - |z|)``. That is SpikingJelly's ``PiecewiseQuadratic`` with ``alpha = 1/γ``
     (its derivative ``α - α²|z|`` for ``|z| <= 1/α``, else 0), so it is returned as one."""
     from spikingjelly.activation_based import surrogate
