@@ -31,7 +31,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--T", type=int, nargs="+", default=[4, 16, 64])
     p.add_argument("--method", default="qcfs", choices=list(sjconv.neurons.METHODS))
-    p.add_argument("--backends", nargs="+", default=["torch", "cupy"], choices=["torch", "cupy"])
+    p.add_argument("--backends", nargs="+", default=list(sjconv.neurons.BACKENDS),
+                   choices=list(sjconv.neurons.BACKENDS))
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -126,7 +126,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--T", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--backends", nargs="+", default=["torch", "cupy"], choices=["torch", "cupy"])
+    p.add_argument("--backends", nargs="+", default=list(sjconv.neurons.BACKENDS),
+                   choices=list(sjconv.neurons.BACKENDS))
     p.add_argument("--memory-budget", default="24GB")
     p.add_argument("--chunk", type=int, default=16, help="steps per call of the chunked mode (default: 16)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

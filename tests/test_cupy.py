@@ -149,7 +149,7 @@ def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remember
         if dtype is torch.float16:
             raise BackendUnavailableError("failed its self-check")
 
-    monkeypatch.setattr(cupy_backend, "_VERIFIED", set())
+    monkeypatch.setattr(kernel_check, "_VERIFIED", set())
     monkeypatch.setattr(cupy_backend, "require_cupy", lambda: SimpleNamespace(__version__="14.2"))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake GPU")
     monkeypatch.setattr(kernel_check, "verify", fake_verify)

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ConfigError, SjconvError
 from ..memory import enforce_budget, parse_memory
-from ..neurons import BACKENDS, METHODS, PRERUNS, check_backend
+from ..neurons import BACKEND_TABLE, BACKENDS, METHODS, PRERUNS, check_backend, get_backend
 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -44,7 +44,8 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
                         help="e.g. 24GB: multi-step mode simulates the largest chunk of steps that fits, "
                              "and on CUDA the process is capped at SIZE (default: no budget)")
     parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                        help="neuron backend (default: torch)")
+                        help="neuron backend: " + "; ".join(f"{b.name}: {b.summary}" for b in BACKEND_TABLE.values())
+                             + " (default: torch)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -87,9 +88,10 @@ def check_writable(*paths: str) -> None:
 
 
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
-    """The device to run on; clear errors for CUDA or CuPy asked on a machine without CUDA."""
-    if backend == "cupy" and not torch.cuda.is_available():
-        raise SjconvError("--backend cupy needs a CUDA GPU and none is visible: use --backend torch")
+    """The device to run on; clear errors for CUDA, or a CUDA backend, asked on a machine without it."""
+    needs_cuda = get_backend(backend).needs_cuda
+    if needs_cuda and not torch.cuda.is_available():
+        raise SjconvError(f"--backend {backend} needs a CUDA GPU and none is visible: use --backend torch")
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -98,10 +100,9 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
         raise SjconvError(f"unknown device '{name}': use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SjconvError(f"--device {name} asked but no CUDA GPU is visible: use --device cpu")
-    if backend == "cupy" and device.type != "cuda":
-        raise SjconvError("--backend cupy runs on the GPU: use --device cuda (or --backend torch)")
-    if backend == "cupy":
-        check_backend(backend)   # before any data is loaded: a missing CuPy is a one-line error
+    if needs_cuda and device.type != "cuda":
+        raise SjconvError(f"--backend {backend} runs on the GPU: use --device cuda (or --backend torch)")
+    check_backend(backend)   # before any data is loaded: e.g. a missing CuPy is a one-line error
     return device
 
 

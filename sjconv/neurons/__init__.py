@@ -2,6 +2,7 @@
 table of conversion methods."""
 
 from . import prerun
+from .backends import BACKEND_TABLE, Backend, get_backend
 from .methods import METHODS, Method, get_method, method_of_node, node_for, resolve
 from .network import (ConvertedSNN, feed_steps, protocol_of, spiking_nodes, step_mode_of, unwrap,
                       uses_srp)
@@ -16,7 +17,7 @@ def begin_main_phase(net, nodes=None):
         node.end_prerun()
 
 
-__all__ = ["BACKENDS", "METHODS", "Method", "NODE_CLASSES", "PRERUNS", "PreRunKind", "SpikingNode",
+__all__ = ["BACKENDS", "BACKEND_TABLE", "Backend", "get_backend", "METHODS", "Method", "NODE_CLASSES", "PRERUNS", "PreRunKind", "SpikingNode",
            "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode",
            "ConvertedSNN", "get_method", "resolve", "method_of_node", "node_for", "spiking_nodes", "uses_srp",
            "protocol_of", "unwrap", "step_mode_of", "feed_steps", "prerun", "run_prerun", "begin_main_phase",

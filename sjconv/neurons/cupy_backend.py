@@ -19,13 +19,15 @@ torch backend.
 """
 
 import functools
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError, ConfigError
 from . import kernel_check
+from .launch import prepare
+
+__all__ = ["multi_step", "prepare", "require_cupy", "kernel_name", "check_input", "external_stream"]
 
 _SOURCE = r"""
 typedef unsigned short u16;
@@ -135,21 +137,6 @@ def external_stream(cupy, ptr: int, device_index: int):
     return cupy.cuda.ExternalStream(ptr, device_index)
 
 
-def _dense(t: torch.Tensor) -> bool:
-    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) \
-        or (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
-
-
-def _like(state: torch.Tensor, step: torch.Tensor, dtype, fresh: bool) -> torch.Tensor:
-    """``state`` with exactly the strides of one input step; a new tensor when ``fresh`` (the
-    kernel writes states in place, and the caller's tensors must stay untouched)."""
-    if state.stride() == step.stride() and state.dtype == dtype and state.device == step.device:
-        return state.clone() if fresh else state
-    out = torch.empty_like(step, dtype=dtype)
-    out.copy_(state)
-    return out
-
-
 def check_input(x_seq: torch.Tensor) -> None:
     if not x_seq.is_cuda:
         raise ConfigError(f"backend='cupy' runs on CUDA tensors, got a tensor on {x_seq.device}: "
@@ -159,40 +146,6 @@ def check_input(x_seq: torch.Tensor) -> None:
     if x_seq.requires_grad and torch.is_grad_enabled():
         raise BackendUnavailableError("backend='cupy' is inference-only (no backward): run under torch.no_grad() "
                            "or use backend='torch'")
-
-
-class Launch(NamedTuple):
-    """Tensors and sizes of one kernel launch, laid out so that element i of one step has the
-    same storage offset in x, out, v, count and mask."""
-    x: torch.Tensor
-    out: torch.Tensor
-    v: torch.Tensor
-    count: torch.Tensor   # v again when the node is not signed (never written then)
-    mask: torch.Tensor    # v again when there is no mask (never read then)
-    n: int                # neurons per step
-    steps: int
-
-    def pointer_args(self):
-        """Kernel arguments after the flags: pointers and sizes as Python ints (without θ)."""
-        return (self.x.data_ptr(), self.out.data_ptr(), self.v.data_ptr(), self.count.data_ptr(),
-                self.mask.data_ptr(), self.n, self.steps, self.x.stride(0), self.out.stride(0))
-
-
-def prepare(x_seq, v, count, mask, signed: bool) -> Launch:
-    """Arrange a launch on the storage as it is: one dense step (contiguous or channels_last)
-    is used in place, anything else is copied to contiguous; states get the step's strides."""
-    step = x_seq[0] if x_seq.shape[0] else x_seq.new_empty(x_seq.shape[1:])
-    if not _dense(step):
-        x_seq = x_seq.contiguous()
-        step = x_seq[0]
-    out = torch.empty_like(x_seq)
-    if x_seq.shape[0] and out[0].stride() != step.stride():
-        x_seq, out = x_seq.contiguous(), torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-        step = x_seq[0]
-    v = _like(v, step, torch.float32, fresh=True)
-    count = _like(count, step, torch.float32, fresh=True) if signed else v
-    mask_arg = _like(mask, step, torch.bool, fresh=False) if mask is not None else v
-    return Launch(x_seq, out, v, count, mask_arg, step.numel(), x_seq.shape[0])
 
 
 def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> str:
@@ -230,16 +183,10 @@ def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     return result
 
 
-#: (device index, dtype) pairs whose kernels passed the self-check in this process
-_VERIFIED = set()
-
-
 def _ensure_verified(device: torch.device, dtype: torch.dtype) -> None:
-    key = (device.index, dtype)
-    if key in _VERIFIED:
-        return
-    cupy = require_cupy()
-    where = f"{torch.cuda.get_device_name(device)} (CuPy {cupy.__version__}, CUDA {torch.version.cuda})"
-    with torch.no_grad():
-        kernel_check.verify(_fused, device, dtype, _flags(), where)
-    _VERIFIED.add(key)
+    """The kernel self-check of :mod:`kernel_check`, once per device and dtype in this process."""
+    def where():
+        cupy = require_cupy()
+        return f"{torch.cuda.get_device_name(device)} (CuPy {cupy.__version__}, CUDA {torch.version.cuda})"
+
+    kernel_check.ensure_verified("cupy", _fused, device, dtype, _flags(), where)

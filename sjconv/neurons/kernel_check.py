@@ -75,7 +75,24 @@ def verify(run: Callable, device, dtype, variants: Iterable, where: str = "") ->
     found = mismatches(run, device, dtype, variants)
     if found:
         raise BackendUnavailableError(
-            f"the fused CuPy neuron kernel failed its self-check for {dtype} on {where or device} "
+            f"the fused neuron kernel failed its self-check for {dtype} on {where or device} "
             f"({'; '.join(found[:4])}{'; ...' if len(found) > 4 else ''}): its spikes would differ from "
             "the torch backend, so it will not run. Use backend='torch' (identical results) and please "
             "report this with your GPU, CUDA and CuPy versions")
+
+
+#: (backend, device index, dtype) whose kernels passed the self-check in this process
+_VERIFIED = set()
+
+
+def ensure_verified(backend: str, run: Callable, device, dtype, variants: Iterable,
+                    where: Callable[[], str] = lambda: "") -> None:
+    """Run :func:`verify` for ``backend``'s kernels once per device and dtype in this process (a
+    failure is not remembered: the next call checks, and raises, again). ``where`` names the
+    device, driver and compiler for the error message."""
+    key = (backend, torch.device(device).index, dtype)
+    if key in _VERIFIED:
+        return
+    with torch.no_grad():
+        verify(run, device, dtype, variants, where())
+    _VERIFIED.add(key)

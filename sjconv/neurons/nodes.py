@@ -31,21 +31,11 @@ from spikingjelly.activation_based.neuron import BaseNode
 
 from ..errors import BackendUnavailableError, ConfigError
 from . import rules
+from .backends import BACKENDS, check_backend, get_backend
 from .prerun import PRERUNS, prerun_kind
 
-BACKENDS = ("torch", "cupy")
-
-
-def check_backend(backend: str) -> str:
-    """Validate a backend name. Nothing falls back silently: an unusable backend raises, and
-    ``'cupy'`` without CuPy installed raises here, when the network is built, not at its first run."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if backend == "cupy":
-        from .cupy_backend import require_cupy
-        require_cupy()
-    return backend
-
+__all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
+           "COSSignedIFNode", "NODE_CLASSES", "BACKENDS", "check_backend", "check_neg_rule"]
 
 def check_neg_rule(neg_rule: str, signed: bool) -> str:
     """``neg_rule`` must be known, and ``'snm'`` needs a signed node (no other node has negative spikes)."""
@@ -161,7 +151,7 @@ class SpikingNode(BaseNode):
         """Whether this run must be differentiable (then only the torch backend can run it)."""
         if not torch.is_grad_enabled() or not (x.requires_grad or self.theta.requires_grad):
             return False
-        if self.backend != "torch":
+        if not get_backend(self.backend).trainable:
             raise BackendUnavailableError(f"backend='{self.backend}' is inference-only (no backward): train "
                                           "(fine-tune) with backend='torch', or run under torch.no_grad()")
         return True
@@ -237,7 +227,7 @@ class SpikingNode(BaseNode):
                 "COS calibration needs all of its pre-run steps in one multi-step call: run the pre-run "
                 "with sjconv.prerun.run_prerun(net, images) (it switches to multi-step for that call), "
                 "or use sjconv.simulate")
-        if self.backend == "cupy" or self._needs_grad(inputs[0]):  # the fused kernel / graph with T = 1
+        if get_backend(self.backend).fused or self._needs_grad(inputs[0]):  # fused kernel / graph with T = 1
             out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
             return (out[0],), states
         v, count, mask = self._split(states)
@@ -255,27 +245,9 @@ class SpikingNode(BaseNode):
             out, v, count = rules.run_surrogate_steps(x_seq, v, count, mask, self.theta, self.signed,
                                                       self.neg_rule, self.surrogate_function)
             return out, self._join(v, count, mask), None
-        if self.backend == "cupy":
-            return self._run_sequence_cupy(x_seq, v, count, mask, record_v)
-        out, v, count, v_seq = rules.run_steps(x_seq, v, count, mask, self.v_threshold, self.signed,
-                                               self.neg_rule, record_v)
+        out, v, count, v_seq = get_backend(self.backend).run(x_seq, v, count, mask, self.v_threshold, self.signed,
+                                                             self.neg_rule, record_v)
         return out, self._join(v, count, mask), v_seq
-
-    def _run_sequence_cupy(self, x_seq, v, count, mask, record_v: bool):
-        """One fused launch for all steps; with ``record_v``, one launch per step (to read v)."""
-        from . import cupy_backend
-
-        snm = self.neg_rule == "snm"
-        if not record_v:
-            out, v, count = cupy_backend.multi_step(x_seq, v, count, mask, self.v_threshold, self.signed, snm)
-            return out, self._join(v, count, mask), None
-        outs, v_steps = [], []
-        for t in range(x_seq.shape[0]):
-            out, v, count = cupy_backend.multi_step(x_seq[t:t + 1], v, count, mask, self.v_threshold,
-                                                    self.signed, snm)
-            outs.append(out)
-            v_steps.append(v)
-        return torch.cat(outs), self._join(v, count, mask), torch.stack(v_steps)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back

@@ -1,0 +1,92 @@
+"""The neuron backends, one record each: the table that the nodes, the command-line choices and
+the benchmarks read.
+
+A backend runs all steps of one neuron layer call: ``run(x_seq, v, count, mask, theta, signed,
+neg_rule, record_v) -> (out, v, count, v_seq)``, with the conventions of
+:func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Adding a
+backend is one :class:`Backend` record; a fused one reuses :func:`sjconv.neurons.launch.prepare`
+(the launch layout) and :func:`sjconv.neurons.kernel_check.ensure_verified` (the bit-exact
+self-check against the rules before its first launch).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import BackendUnavailableError, ConfigError
+from . import rules
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One neuron backend."""
+
+    name: str
+    #: runs on CUDA tensors only
+    needs_cuda: bool
+    #: one fused call runs all steps (single steps go through it with T = 1); else a per-step rule
+    fused: bool
+    #: has a backward (fine-tuning); the others refuse inputs or thresholds that need gradients
+    trainable: bool
+    #: ``check()`` raises :class:`BackendUnavailableError` (with the fix) if unusable here
+    check: Callable[[], None]
+    #: ``run(x_seq, v, count, mask, theta, signed, neg_rule, record_v) -> (out, v, count, v_seq)``
+    run: Callable
+    #: one line for help texts
+    summary: str
+
+
+def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
+    return rules.run_steps(x_seq, v, count, mask, theta, signed, neg_rule, record_v)
+
+
+def _cupy_check():
+    from .cupy_backend import require_cupy
+
+    require_cupy()
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError("backend='cupy' needs a CUDA GPU and none is visible: use backend='torch'")
+
+
+def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
+    """One fused launch for all steps; with ``record_v``, one launch per step (to read v)."""
+    from .cupy_backend import multi_step
+
+    snm = neg_rule == "snm"
+    if not record_v:
+        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm)
+        return out, v, count, None
+    outs, v_steps = [], []
+    for t in range(x_seq.shape[0]):
+        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm)
+        outs.append(out)
+        v_steps.append(v)
+    return torch.cat(outs), v, count, torch.stack(v_steps)
+
+
+#: every backend, by name
+BACKEND_TABLE = {b.name: b for b in (
+    Backend("torch", needs_cuda=False, fused=False, trainable=True, check=lambda: None, run=_torch_run,
+            summary="torch operations, any device, trainable"),
+    Backend("cupy", needs_cuda=True, fused=True, trainable=False, check=_cupy_check, run=_cupy_run,
+            summary="one fused CUDA kernel launch per layer and call (CuPy), inference only"),
+)}
+
+#: backend names, in table order
+BACKENDS = tuple(BACKEND_TABLE)
+
+
+def get_backend(name: str) -> Backend:
+    """The record of backend ``name`` (unknown: :class:`ConfigError`)."""
+    try:
+        return BACKEND_TABLE[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}") from None
+
+
+def check_backend(name: str) -> str:
+    """Validate a backend name and that it can run here. Nothing falls back silently: an
+    unusable backend raises when the network is built, not at its first run."""
+    get_backend(name).check()
+    return name
