@@ -277,3 +277,12 @@ def test_convert_keeps_dtype_and_device(dtype):
         assert logits.dtype == dtype
         want = sjconv.simulate(sjconv.convert(ann.float(), method="cos"), images.float(), T=3)
         assert torch.allclose(logits.float(), want, atol=1e-4)
+
+
+def test_simulate_of_a_compiled_network_runs_its_prerun():
+    ann = sjconv.models.small_cnn(num_classes=3, in_channels=1, image_size=8)
+    snn = sjconv.convert(ann, method="cos", tau=3)
+    images = torch.randn(2, 1, 8, 8)
+    compiled = torch.compile(snn, backend="eager")   # no C++ toolchain needed; the wrapper is what matters
+    assert sjconv.neurons.protocol_of(compiled) == ("cos", 3)
+    assert torch.equal(sjconv.simulate(compiled, images, T=4), sjconv.simulate(snn, images, T=4))
