@@ -1,4 +1,5 @@
-"""Shared fixtures: a fake CIFAR in torchvision's file layout and a tiny official checkpoint."""
+"""Shared fixtures: a fake CIFAR in torchvision's file layout, a tiny official checkpoint, and random
+VGG16 / ResNet20 QCFS networks whose thresholds are calibrated so that every layer spikes."""
 
 import os
 import pickle
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 import sjconv
+
+from reference import calibrate_thresholds
 
 
 def write_fake_cifar(root, dataset="cifar10", n=12, seed=0):
@@ -47,3 +50,17 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "resnet20.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(2)
+    images = torch.randn(3, 3, 32, 32)
+    return calibrate_thresholds(sjconv.models.resnet20(num_classes=10), images), images
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 32, 32)
+    return calibrate_thresholds(sjconv.models.vgg16(num_classes=10), images), images

@@ -11,8 +11,7 @@ from sjconv.report import method_label
 from sjconv.errors import ConfigError
 from sjconv.neurons import METHODS, COSIFNode, COSSignedIFNode, rules
 
-from reference import (calibrate_thresholds, reference_cos_network_logits, reference_cos_node,
-                       reference_cos_start)
+from reference import reference_cos_network_logits, reference_cos_node, reference_cos_start
 
 COS_METHODS = ["cos", "cos+neg"]
 
@@ -114,20 +113,6 @@ def test_cos_prerun_in_single_step_mode_is_a_clear_error():
 
 
 # ------------------------------------------------------------------------- whole networks
-@pytest.fixture(scope="module")
-def resnet20():
-    torch.manual_seed(2)
-    images = torch.randn(3, 3, 32, 32)
-    return calibrate_thresholds(sjconv.models.resnet20(num_classes=10), images), images
-
-
-@pytest.fixture(scope="module")
-def vgg16():
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 32, 32)
-    return calibrate_thresholds(sjconv.models.vgg16(num_classes=10), images), images
-
-
 @pytest.mark.parametrize("fixture", ["vgg16", "resnet20"])
 @pytest.mark.parametrize("method", COS_METHODS)
 @pytest.mark.parametrize("T", [6, 2])

@@ -18,20 +18,6 @@ from reference import calibrate_thresholds, reference_network_logits
 METHODS = ["qcfs", "neg", "srp", "srp+neg"]
 
 
-@pytest.fixture(scope="module")
-def vgg16():
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 32, 32)
-    return calibrate_thresholds(sjconv.models.vgg16(num_classes=10), images), images
-
-
-@pytest.fixture(scope="module")
-def resnet20():
-    torch.manual_seed(2)
-    images = torch.randn(3, 3, 32, 32)
-    return calibrate_thresholds(sjconv.models.resnet20(num_classes=10), images), images
-
-
 def _nodes(snn):
     return [(n, m) for n, m in snn.net.named_modules() if isinstance(m, SpikingNode)]
 
