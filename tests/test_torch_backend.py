@@ -145,6 +145,18 @@ def test_channels_last_input_keeps_its_layout(dtype, signed, neg_rule):
 
 
 @pytest.mark.parametrize("signed,neg_rule", KINDS, ids=KIND_IDS)
+def test_expanded_input_and_broadcast_state_and_mask(signed, neg_rule):
+    """A static input expanded over T (stride 0), and a state and mask that broadcast to the step."""
+    gen = torch.Generator().manual_seed(9)
+    x = (torch.randn(1, 2, 3, 4, generator=gen) * 0.7).expand(9, 2, 3, 4)
+    theta = 0.8
+    v = torch.full((3, 4), 0.0 if neg_rule == "snm" else theta / 2)     # broadcasts over the batch
+    count = torch.zeros(()) if signed else None
+    mask = some_mask((1, 3, 4))
+    compare(x, v, count, mask, theta, signed, neg_rule, record_v=True)
+
+
+@pytest.mark.parametrize("signed,neg_rule", KINDS, ids=KIND_IDS)
 def test_split_calls_carry_the_state(signed, neg_rule):
     """Two calls, the second from the first's final state, equal one call (and the reference)."""
     gen = torch.Generator().manual_seed(11)
