@@ -14,7 +14,8 @@ the CUDA-only rows (cupy) are listed as skipped.
 For every node kind it also times the two torch loops directly: the reference loop
 (``rules.run_steps``, new tensors every step) and the in-place loop (``torch_backend.run_steps``,
 same results bit for bit), next to a minimal in-place IF loop written here (the least work a
-loop of torch operations can do per step); ``vs_minimal`` is each row's time over that loop's.
+loop of torch operations can do per step); ``vs_minimal`` is each row's median time over that
+loop's, ``vs_minimal_min`` the same for the fastest runs (steadier on a shared CPU).
 Bandwidth of a kernel = (bytes of x read + output written + states read and written) / time;
 its fraction of the copy bandwidth (a copy of the same [T, N] tensor) is the figure of merit for
 an elementwise kernel. Writes PREFIX.json and PREFIX.md.
@@ -146,13 +147,14 @@ def main(argv=None):
             for node_name, impl, fn, state_bytes in cases:
                 row = {"T": T, "N": N, "node": node_name, "impl": impl}
                 try:
-                    ms = timed(fn, device, repeat, warmup, queued=True)["ms"]
+                    timing = timed(fn, device, repeat, warmup, queued=True)
                 except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
                     row["status"] = failure_status(exc)
                     rows.append(row)
                     continue
+                ms = timing["ms"]
                 bw = (io_bytes + state_bytes * N) / ms / 1e6
-                row.update(ms=ms, GB_s=bw, of_copy=bw / copy_bw, status="ok")
+                row.update(ms=ms, ms_min=timing["ms_min"], GB_s=bw, of_copy=bw / copy_bw, status="ok")
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     for r in rows:
@@ -164,8 +166,9 @@ def main(argv=None):
                         and b["impl"] == MINIMAL and "ms" in b), None)
         if minimal and "ms" in r and r.get("node"):
             r["vs_minimal"] = r["ms"] / minimal["ms"]
-    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "GB_s", "of_copy", "speedup_vs_sj_ifnode",
-                                  "vs_minimal", "status"])
+            r["vs_minimal_min"] = r["ms_min"] / minimal["ms_min"]
+    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "ms_min", "GB_s", "of_copy", "speedup_vs_sj_ifnode",
+                                  "vs_minimal", "vs_minimal_min", "status"])
     write_outputs(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
                              "rows": rows}, table)
     print(table)
