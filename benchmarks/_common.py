@@ -60,6 +60,29 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmu
     return {"ms": times[len(times) // 2], "ms_min": times[0], "peak_gib": peak}
 
 
+def timed_against(fn: Callable[[], object], base: Callable[[], object], device: torch.device,
+                  repeat: int = 1, warmup: int = 0) -> Dict:
+    """:func:`timed` for ``fn``, with its runs alternating with runs of ``base`` (wall clock):
+    ``{"ms", "ms_min"}`` of ``fn`` and ``{"base_ms", "base_ms_min"}`` of ``base``. On a machine
+    shared with other work the load changes over a benchmark; timed side by side, the two see the
+    same load, so ``ms_min / base_ms_min`` is a fair ratio where separate timings are not."""
+    for _ in range(warmup):
+        fn()
+        base()
+    sync(device)
+    times, base_times = [], []
+    for _ in range(repeat):
+        for f, out in ((fn, times), (base, base_times)):
+            start = time.perf_counter()
+            f()
+            sync(device)
+            out.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    base_times.sort()
+    return {"ms": times[len(times) // 2], "ms_min": times[0],
+            "base_ms": base_times[len(base_times) // 2], "base_ms_min": base_times[0]}
+
+
 def failure_status(exc: BaseException) -> str:
     """A failed case's status: the first line of the error, so one bad case does not stop a run."""
     first_line = (str(exc).splitlines() or [""])[0]

@@ -15,7 +15,9 @@ For every node kind it also times the two torch loops directly: the reference lo
 (``rules.run_steps``, new tensors every step) and the in-place loop (``torch_backend.run_steps``,
 same results bit for bit), next to a minimal in-place IF loop written here (the least work a
 loop of torch operations can do per step); ``vs_minimal`` is each row's median time over that
-loop's, ``vs_minimal_min`` the same for the fastest runs (steadier on a shared CPU).
+loop's. ``vs_minimal_min`` compares the fastest runs; on the CPU every row's runs alternate with
+runs of the minimal loop (``timed_against``), so the ratio holds even when other work shares the
+machine and its load changes during the benchmark.
 Bandwidth of a kernel = (bytes of x read + output written + states read and written) / time;
 its fraction of the copy bandwidth (a copy of the same [T, N] tensor) is the figure of merit for
 an elementwise kernel. Writes PREFIX.json and PREFIX.md.
@@ -34,7 +36,8 @@ from spikingjelly.activation_based import functional, neuron  # noqa: E402
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.neurons import METHODS, SpikingNode, rules, torch_backend  # noqa: E402
 
-from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
+from _common import (device_info, failure_status, markdown_table, timed, timed_against,  # noqa: E402
+                     write_outputs)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MINIMAL = "minimal in-place loop"
@@ -118,8 +121,9 @@ def main(argv=None):
             copy = timed(lambda: dst.copy_(x), device, repeat, warmup, queued=True)["ms"]
             copy_bw = io_bytes / copy / 1e6  # GB/s
             rows.append({"T": T, "N": N, "impl": "copy (x -> y)", "ms": copy, "GB_s": copy_bw, "of_copy": 1.0})
+            minimal = lambda: minimal_inplace_loop(x, theta)  # noqa: E731
             cases = [("IF", "plain torch loop", lambda: plain_loop(x, theta), 4),
-                     ("IF", MINIMAL, lambda: minimal_inplace_loop(x, theta), 4),
+                     ("IF", MINIMAL, minimal, 4),
                      ("IF", "SpikingJelly IFNode(v_reset=None)",
                       node_runner(neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="m"), x), 4),
                      ("IF", "SpikingJelly HalfThresholdIFNode",
@@ -147,7 +151,12 @@ def main(argv=None):
             for node_name, impl, fn, state_bytes in cases:
                 row = {"T": T, "N": N, "node": node_name, "impl": impl}
                 try:
-                    timing = timed(fn, device, repeat, warmup, queued=True)
+                    if on_cuda or impl == MINIMAL:
+                        timing = timed(fn, device, repeat, warmup, queued=True)
+                    else:   # side by side with the minimal loop: both see the same load
+                        timing = timed_against(fn, minimal, device, repeat, warmup)
+                        row.update(vs_minimal=timing["ms"] / timing["base_ms"],
+                                   vs_minimal_min=timing["ms_min"] / timing["base_ms_min"])
                 except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
                     row["status"] = failure_status(exc)
                     rows.append(row)
@@ -162,11 +171,11 @@ def main(argv=None):
                      and b["impl"] == "SpikingJelly IFNode(v_reset=None)" and "ms" in b), None)
         if base and "ms" in r and r.get("node"):
             r["speedup_vs_sj_ifnode"] = base["ms"] / r["ms"]
-        minimal = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
-                        and b["impl"] == MINIMAL and "ms" in b), None)
-        if minimal and "ms" in r and r.get("node"):
-            r["vs_minimal"] = r["ms"] / minimal["ms"]
-            r["vs_minimal_min"] = r["ms_min"] / minimal["ms_min"]
+        yardstick = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
+                           and b["impl"] == MINIMAL and "ms" in b), None)
+        if yardstick and "ms" in r and r.get("node"):   # CUDA rows; CPU rows were timed side by side
+            r.setdefault("vs_minimal", r["ms"] / yardstick["ms"])
+            r.setdefault("vs_minimal_min", r["ms_min"] / yardstick["ms_min"])
     table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "ms_min", "GB_s", "of_copy", "speedup_vs_sj_ifnode",
                                   "vs_minimal", "vs_minimal_min", "status"])
     write_outputs(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
