@@ -100,8 +100,12 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: 20 CUDA, 5 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 3 CUDA, 1 CPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own; 1 gives steadier figures on a shared CPU)")
     p.add_argument("--out", default="benchmarks/results/neuron_kernels")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no CUDA device: use --device cpu")
