@@ -18,6 +18,15 @@ KIND_IDS = ["if", "signed-qcfs", "signed-snm"]
 _INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
 
 
+@pytest.fixture(autouse=True, params=["one-block", "blocks-of-37"])
+def block_size(request, monkeypatch):
+    """Every test runs twice: with the default block (the tensors here are smaller: one block)
+    and with blocks of 37 neurons, so the blocked path and a partial last block are exercised."""
+    if request.param == "blocks-of-37":
+        monkeypatch.setattr(torch_backend, "BLOCK", 37)
+    return torch_backend.BLOCK
+
+
 def bits(t):
     t = t.contiguous()
     return t.view(_INT[t.element_size()]) if t.dtype != torch.bool else t
@@ -222,3 +231,17 @@ def test_bad_rule_and_missing_count_are_clear_errors():
         torch_backend.run_steps(x, v, torch.zeros(3), None, 1.0, True, "other")
     with pytest.raises(ConfigError, match="count"):
         torch_backend.run_steps(x, v, None, None, 1.0, True)
+
+
+def test_dense_layouts_run_in_blocks_and_others_in_one(monkeypatch, block_size):
+    calls = []
+    real = torch_backend._steps
+    monkeypatch.setattr(torch_backend, "_steps", lambda *a: calls.append(a[0][0].numel()) or real(*a))
+    steps = torch.stack([s.contiguous(memory_format=torch.channels_last) for s in torch.randn(4, 2, 5, 3, 4)])
+    v = torch.zeros(2, 5, 3, 4)
+    compare(steps, v, None, None, 0.5, False, "qcfs")
+    n = 2 * 5 * 3 * 4
+    assert calls == ([n] if block_size >= n else [37, 37, 37, 9])
+    calls.clear()
+    compare(torch.randn(1, 2, 5, 3, 4).expand(4, 2, 5, 3, 4), v, None, None, 0.5, False, "qcfs")
+    assert len(calls) == 1      # an input expanded over T has other strides than the state: one block

@@ -72,6 +72,27 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
         return _run(x_seq, v, count, mask, float(theta), bool(signed), neg_rule, record_v)
 
 
+#: neurons per block: the loop runs all T steps on one block of neurons before the next, so
+#: the state and temporaries of a block (up to 6 float32 buffers) stay in cache between steps
+BLOCK = 1 << 18
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill ``numel`` consecutive storage slots (any dim order,
+    e.g. contiguous or channels_last; no gaps, no overlap)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as a 1-D view of its storage, in memory order."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
 def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     T = x_seq.shape[0]
     out = torch.empty_like(x_seq)  # as the reference: same dtype and strides as the input
@@ -82,37 +103,57 @@ def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     vw = torch.empty_like(like, dtype=torch.float32).copy_(v)
     if T == 0:
         return out, vw, (count.clone() if signed else count), v_seq
-    s = torch.empty_like(vw)
-    theta_m = None
+    state = {"v": vw, "s": torch.empty_like(vw)}
     if mask is not None:  # θ where the neuron is kept, +0 where it is masked
-        theta_m = torch.zeros_like(vw).masked_fill_(mask, theta)
-        zero = torch.zeros((), dtype=torch.float32, device=vw.device)
+        state["theta_m"] = torch.zeros_like(vw).masked_fill_(mask, theta)
     if signed:
-        cw = torch.empty_like(vw).copy_(count)
+        state["count"] = torch.empty_like(vw).copy_(count)
         # 0/1 flags kept in float32: CPU kernels that mix bool and float operands are far slower
-        below = torch.empty_like(vw)                        # v below the negative threshold
-        positive = torch.empty_like(vw)                     # count > 0
+        state["below"] = torch.empty_like(vw)                  # v below the negative threshold
+        state["positive"] = torch.empty_like(vw)               # count > 0
+    xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
+    vs = list(v_seq.unbind(0)) if record_v else None
+    n = vw.numel()
+    if n > BLOCK and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
+        # same strides everywhere: the k-th storage slot of every tensor is the same neuron
+        flat = {k: _flat(t) for k, t in state.items()}
+        xs, outs = [_flat(t) for t in xs], [_flat(t) for t in outs]
+        vs = [_flat(t) for t in vs] if record_v else None
+        for a in range(0, n, BLOCK):
+            part = slice(a, min(n, a + BLOCK))
+            _steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if record_v else None,
+                   {k: t[part] for k, t in flat.items()}, theta, signed, neg_rule)
+    else:
+        _steps(xs, outs, vs, state, theta, signed, neg_rule)
+    return out, vw, (state["count"] if signed else count), v_seq
+
+
+def _steps(xs, outs, vs, state, theta, signed, neg_rule):
+    """The T steps on one block: ``xs``/``outs``/``vs`` per step, ``state`` the block's buffers
+    (``v``, ``s``, optional ``theta_m``, and ``count``/``below``/``positive`` when signed)."""
+    v, s, theta_m = state["v"], state["s"], state.get("theta_m")
+    if signed:
+        count, below, positive = state["count"], state["below"], state["positive"]
         snm = neg_rule == "snm"
-    outs = out.unbind(0)
-    vs = v_seq.unbind(0) if record_v else None
-    for t, x in enumerate(x_seq.unbind(0)):
-        vw.add_(x)                                  # v = v + x (float32)
-        torch.ge(vw, theta, out=s)                  # s = 1[v >= θ]
+    if theta_m is not None and signed:
+        zero = torch.zeros((), dtype=torch.float32, device=v.device)
+    for t, x in enumerate(xs):
+        v.add_(x)                                   # v = v + x (float32)
+        torch.ge(v, theta, out=s)                   # s = 1[v >= θ]
         if signed:                                  # s -= 1[below]·1[count > 0]
             if snm:
-                torch.le(vw, -theta, out=below)     # v <= -θ
+                torch.le(v, -theta, out=below)      # v <= -θ
             else:
-                torch.lt(vw, 0, out=below)          # v < 0
-            torch.gt(cw, 0, out=positive)
+                torch.lt(v, 0, out=below)           # v < 0
+            torch.gt(count, 0, out=positive)
             s.addcmul_(below, positive, value=-1)
-            cw.add_(s)                              # count = count + s
-        vw.sub_(s, alpha=theta)                     # v = v - θ·s
+            count.add_(s)                           # count = count + s
+        v.sub_(s, alpha=theta)                      # v = v - θ·s
         if theta_m is None:
             torch.mul(s, theta, out=outs[t])        # (θ·s).to(dtype)
         elif signed:
             torch.addcmul(zero, s, theta_m, out=outs[t])   # +0 + s·θm: masked -1 gives +0
         else:
             torch.mul(s, theta_m, out=outs[t])      # s >= 0: masked gives +0
-        if record_v:
-            vs[t].copy_(vw)
-    return out, vw, (cw if signed else count), v_seq
+        if vs is not None:
+            vs[t].copy_(v)
