@@ -244,4 +244,7 @@ def test_dense_layouts_run_in_blocks_and_others_in_one(monkeypatch, block_size):
     assert calls == ([n] if block_size >= n else [37, 37, 37, 9])
     calls.clear()
     compare(torch.randn(1, 2, 5, 3, 4).expand(4, 2, 5, 3, 4), v, None, None, 0.5, False, "qcfs")
-    assert len(calls) == 1      # an input expanded over T has other strides than the state: one block
+    assert calls == ([n] if block_size >= n else [37, 37, 37, 9])   # expanded over T: steps still dense
+    calls.clear()
+    compare(torch.randn(4, 2, 5, 3, 8)[..., ::2], v, None, None, 0.5, False, "qcfs")
+    assert calls == [n]         # steps with gaps in memory: one block on the tensors as they are
