@@ -1,11 +1,18 @@
 """In-place torch loop for inference: the rules of :mod:`sjconv.neurons.rules`, bit for bit, faster.
 
 :func:`sjconv.neurons.rules.run_steps` is the readable reference: every step makes new tensors
-(``v + x``, the spike tensor, ``v - θ·s``, the output, the masked output). On the CPU that
-allocation traffic costs about as much as the arithmetic itself. :func:`run_steps` here does the
-same float32 operations in the same order, but on buffers allocated once per call: the output is
-preallocated, the state lives in private copies updated in place (``add_``, ``sub_``), and the
-spikes go into reused temporaries through ``out=``.
+(``v + x``, the spike tensor, ``v - θ·s``, the output, the masked output), and copies the output
+into its slot. :func:`run_steps` here does the same float32 operations in the same order, but on
+buffers allocated once per call: the output is preallocated, the state lives in private copies
+updated in place (``add_``, ``sub_``), and the spikes go into reused temporaries through ``out=``.
+Two further choices make it fast on the CPU:
+
+- blocks: when every step of the input, the output and the state share one dense layout, the
+  neurons are processed in blocks of :data:`BLOCK`, all T steps of a block before the next, so the
+  block's state and temporaries stay in cache from one step to the next (the signed neuron keeps
+  five buffers, which at 1M neurons no longer fit). The operations per element are unchanged.
+- 0/1 flags in float32, not bool: CPU kernels mixing bool and float operands, or writing bool
+  comparisons, run several times slower than their all-float32 versions.
 
 It is for inference: nothing is recorded for autograd, and an input that needs a gradient is
 refused (use the reference loop to train). Callers pick it when
