@@ -26,8 +26,9 @@ def sync(device: torch.device) -> None:
 
 def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmup: int = 0,
           queued: bool = False) -> Dict:
-    """Median time (ms) of ``fn`` over ``repeat`` runs after ``warmup``, and its peak memory (GiB,
-    CUDA only: the allocator's peak during the timed runs).
+    """Median time (ms) of ``fn`` over ``repeat`` runs after ``warmup`` (and the fastest run,
+    ``ms_min``: on a shared CPU the least disturbed one), and its peak memory (GiB, CUDA only:
+    the allocator's peak during the timed runs).
 
     By default each run is timed by the wall clock and ends with a device synchronisation (what
     a user waiting for a result sees). With ``queued`` on CUDA the runs are launched back to
@@ -56,7 +57,30 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmu
             times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"ms": times[len(times) // 2], "peak_gib": peak}
+    return {"ms": times[len(times) // 2], "ms_min": times[0], "peak_gib": peak}
+
+
+def timed_against(fn: Callable[[], object], base: Callable[[], object], device: torch.device,
+                  repeat: int = 1, warmup: int = 0) -> Dict:
+    """:func:`timed` for ``fn``, with its runs alternating with runs of ``base`` (wall clock):
+    ``{"ms", "ms_min"}`` of ``fn`` and ``{"base_ms", "base_ms_min"}`` of ``base``. On a machine
+    shared with other work the load changes over a benchmark; timed side by side, the two see the
+    same load, so ``ms_min / base_ms_min`` is a fair ratio where separate timings are not."""
+    for _ in range(warmup):
+        fn()
+        base()
+    sync(device)
+    times, base_times = [], []
+    for _ in range(repeat):
+        for f, out in ((fn, times), (base, base_times)):
+            start = time.perf_counter()
+            f()
+            sync(device)
+            out.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    base_times.sort()
+    return {"ms": times[len(times) // 2], "ms_min": times[0],
+            "base_ms": base_times[len(base_times) // 2], "base_ms_min": base_times[0]}
 
 
 def failure_status(exc: BaseException) -> str:

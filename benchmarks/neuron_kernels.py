@@ -4,12 +4,23 @@
 backends for every node type, next to the device's measured copy bandwidth.
 
     python benchmarks/neuron_kernels.py --out benchmarks/results/neuron_kernels
+    python benchmarks/neuron_kernels.py --device cpu          # [32, 1M], 5 repeats
 
-Each call is timed by CUDA events while calls are queued back to back (as layers are in a network),
-so Python launch overhead overlaps the GPU's work instead of being counted as kernel time.
+On CUDA each call is timed by CUDA events while calls are queued back to back (as layers are in
+a network), so Python launch overhead overlaps the GPU's work instead of being counted as kernel
+time. On the CPU each call is timed by ``time.perf_counter`` (median of ``--repeat`` runs) and
+the CUDA-only rows (cupy) are listed as skipped.
+
+For every node kind it also times the two torch loops directly: the reference loop
+(``rules.run_steps``, new tensors every step) and the in-place loop (``torch_backend.run_steps``,
+same results bit for bit), next to a minimal in-place IF loop written here (the least work a
+loop of torch operations can do per step); ``vs_minimal`` is each row's median time over that
+loop's. ``vs_minimal_min`` compares the fastest runs; on the CPU every row's runs alternate with
+runs of the minimal loop (``timed_against``), so the ratio holds even when other work shares the
+machine and its load changes during the benchmark.
 Bandwidth of a kernel = (bytes of x read + output written + states read and written) / time;
-its fraction of the copy bandwidth (a device-to-device copy of the same [T, N] tensor) is the
-figure of merit for an elementwise kernel. Writes PREFIX.json and PREFIX.md.
+its fraction of the copy bandwidth (a copy of the same [T, N] tensor) is the figure of merit for
+an elementwise kernel. Writes PREFIX.json and PREFIX.md.
 """
 
 import argparse
@@ -23,11 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spikingjelly.activation_based import functional, neuron  # noqa: E402
 
 from sjconv.errors import SjconvError  # noqa: E402
-from sjconv.neurons import METHODS, SpikingNode  # noqa: E402
+from sjconv.neurons import METHODS, SpikingNode, rules, torch_backend  # noqa: E402
 
-from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
+from _common import (device_info, failure_status, markdown_table, timed, timed_against,  # noqa: E402
+                     write_outputs)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MINIMAL = "minimal in-place loop"
 
 
 def plain_loop(x, theta):
@@ -42,6 +55,33 @@ def plain_loop(x, theta):
     return torch.stack(out)
 
 
+def minimal_inplace_loop(x, theta):
+    """The simplest in-place IF loop: one preallocated output and spike buffer, the potential
+    updated in place, four torch operations per step. No node kind can do less per step, so it is
+    the yardstick of the in-place backend (``vs_minimal``)."""
+    v = torch.full_like(x[0], theta / 2, dtype=torch.float32)
+    spike = torch.empty_like(v)
+    out = torch.empty_like(x)
+    for t in range(x.shape[0]):
+        v.add_(x[t])
+        torch.ge(v, theta, out=spike)
+        v.sub_(spike, alpha=theta)
+        torch.mul(spike, theta, out=out[t])
+    return out
+
+
+def loop_runner(run_steps, x, theta, signed, neg_rule, mask):
+    """One call of a ``run_steps`` loop (reference or in-place) from the node's initial state."""
+    v0 = torch.full_like(x[0], 0.0 if neg_rule == "snm" else theta / 2, dtype=torch.float32)
+    c0 = torch.zeros_like(v0) if signed else None
+    return lambda: run_steps(x, v0, c0, mask, theta, signed, neg_rule)
+
+
+#: the loops timed directly, per node kind: (row name, run_steps)
+LOOPS = [("reference loop (rules.run_steps)", rules.run_steps),
+         ("in-place loop (torch_backend.run_steps)", torch_backend.run_steps)]
+
+
 def node_runner(node, x, mask=None):
     """Reset, (set the SRP mask made once beforehand), run all steps: one layer's work per call."""
     def run():
@@ -54,28 +94,40 @@ def node_runner(node, x, mask=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", nargs="+", default=["8x1048576", "64x1048576", "64x4194304"],
-                   help="TxN shapes (default: 8x1M 64x1M 64x4M)")
+    p.add_argument("--shapes", nargs="+", default=None,
+                   help="TxN shapes (default: 8x1M 64x1M 64x4M on CUDA, 32x1M on the CPU)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: 20 CUDA, 5 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 3 CUDA, 1 CPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own; 1 gives steadier figures on a shared CPU)")
     p.add_argument("--out", default="benchmarks/results/neuron_kernels")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch sees no CUDA device: use --device cpu")
+    on_cuda = device.type == "cuda"
+    shapes = args.shapes or (["8x1048576", "64x1048576", "64x4194304"] if on_cuda else ["32x1048576"])
+    repeat = args.repeat if args.repeat is not None else (20 if on_cuda else 5)
+    warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
     theta = 1.0
     rows = []
     with torch.no_grad():
-        for shape in args.shapes:
+        for shape in shapes:
             T, N = (int(v) for v in shape.lower().split("x"))
             x = (torch.randn(T, N, device=device) * 0.8).to(dtype)
             io_bytes = 2 * x.numel() * x.element_size()
             dst = torch.empty_like(x)
             mask = torch.rand(x.shape[1:], device=device) > 0.3   # an SRP mask, made outside the timing
-            copy = timed(lambda: dst.copy_(x), device, args.repeat, args.warmup, queued=True)["ms"]
+            copy = timed(lambda: dst.copy_(x), device, repeat, warmup, queued=True)["ms"]
             copy_bw = io_bytes / copy / 1e6  # GB/s
             rows.append({"T": T, "N": N, "impl": "copy (x -> y)", "ms": copy, "GB_s": copy_bw, "of_copy": 1.0})
+            minimal = lambda: minimal_inplace_loop(x, theta)  # noqa: E731
             cases = [("IF", "plain torch loop", lambda: plain_loop(x, theta), 4),
+                     ("IF", MINIMAL, minimal, 4),
                      ("IF", "SpikingJelly IFNode(v_reset=None)",
                       node_runner(neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="m"), x), 4),
                      ("IF", "SpikingJelly HalfThresholdIFNode",
@@ -83,7 +135,16 @@ def main(argv=None):
             for method, record in METHODS.items():
                 signed, srp = record.signed, record.node.PRERUN == "srp"
                 state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
+                for neg_rule in (("qcfs", "snm") if signed else ("qcfs",)):
+                    kind = method + (" (snm)" if neg_rule == "snm" else "")
+                    for impl, run_steps in LOOPS:
+                        cases.append((kind, impl, loop_runner(run_steps, x, theta, signed, neg_rule,
+                                                              mask if srp else None), state_bytes))
                 for backend in ("torch", "cupy"):
+                    if backend == "cupy" and not on_cuda:
+                        rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
+                                     "status": "skipped: CUDA only"})
+                        continue
                     try:
                         node = SpikingNode(theta, signed=signed, srp=srp, step_mode="m", backend=backend)
                     except SjconvError as exc:
@@ -95,13 +156,19 @@ def main(argv=None):
             for node_name, impl, fn, state_bytes in cases:
                 row = {"T": T, "N": N, "node": node_name, "impl": impl}
                 try:
-                    ms = timed(fn, device, args.repeat, args.warmup, queued=True)["ms"]
+                    if on_cuda or impl == MINIMAL:
+                        timing = timed(fn, device, repeat, warmup, queued=True)
+                    else:   # side by side with the minimal loop: both see the same load
+                        timing = timed_against(fn, minimal, device, repeat, warmup)
+                        row.update(vs_minimal=timing["ms"] / timing["base_ms"],
+                                   vs_minimal_min=timing["ms_min"] / timing["base_ms_min"])
                 except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
                     row["status"] = failure_status(exc)
                     rows.append(row)
                     continue
+                ms = timing["ms"]
                 bw = (io_bytes + state_bytes * N) / ms / 1e6
-                row.update(ms=ms, GB_s=bw, of_copy=bw / copy_bw, status="ok")
+                row.update(ms=ms, ms_min=timing["ms_min"], GB_s=bw, of_copy=bw / copy_bw, status="ok")
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     for r in rows:
@@ -109,7 +176,13 @@ def main(argv=None):
                      and b["impl"] == "SpikingJelly IFNode(v_reset=None)" and "ms" in b), None)
         if base and "ms" in r and r.get("node"):
             r["speedup_vs_sj_ifnode"] = base["ms"] / r["ms"]
-    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "GB_s", "of_copy", "speedup_vs_sj_ifnode", "status"])
+        yardstick = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
+                           and b["impl"] == MINIMAL and "ms" in b), None)
+        if yardstick and "ms" in r and r.get("node"):   # CUDA rows; CPU rows were timed side by side
+            r.setdefault("vs_minimal", r["ms"] / yardstick["ms"])
+            r.setdefault("vs_minimal_min", r["ms_min"] / yardstick["ms_min"])
+    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "ms_min", "GB_s", "of_copy", "speedup_vs_sj_ifnode",
+                                  "vs_minimal", "vs_minimal_min", "status"])
     write_outputs(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
                              "rows": rows}, table)
     print(table)

@@ -12,6 +12,11 @@ and per synaptic layer (Conv/Linear) the synaptic operations of the SNN, the MAC
 an energy estimate. :func:`error_vs_T` gives the relative error after every requested T from one
 run of max(T) steps.
 
+This module computes statistics only: its public functions return plain, JSON-serialisable
+dicts and print nothing. The text table and the plots of those dicts are in
+:mod:`sjconv.analysis_plots` (``format_layer_table``, ``plot_analysis``, also importable from
+here).
+
 Nothing in the networks is modified: the hooks only read tensors (they return ``None``), are
 removed in a ``finally`` block, and the simulation is the one of :func:`sjconv.simulate.iter_logits`,
 so the logits are bit-identical to a run without analysis. Statistics are running sums (one
@@ -20,8 +25,7 @@ of all steps. SRP pre-run steps are counted per module and kept out of every mai
 their synaptic operations are reported separately.
 """
 
-import math
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -366,99 +370,12 @@ def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterabl
                        for layer in probe.neurons]}
 
 
-def _fmt(value, spec=".4f"):
-    return "-" if value is None else format(value, spec)
-
-
-def format_layer_table(result: dict) -> str:
-    """Compact text table of an :func:`analyze` result: one row per neuron layer, then the
-    per-layer operation counts and the energy totals."""
-    head = (f"method={result['method']} T={result['T']} tau={result['tau']} images={result['images']}")
-    cols = ["layer", "theta", "neurons", "rate", "rate+", "rate-", "a=0", "c1", "a>0", "c2", "c3", "rel_err"]
-    rows = []
-    for L in result["layers"]:
-        c = L["cases"]
-        rows.append([L["name"], _fmt(L["theta"], ".4g"), str(L["neurons"]), _fmt(L["rate"]),
-                     _fmt(L["rate_pos"]), _fmt(L["rate_neg"]), _fmt(c["a_zero"]), _fmt(c["case1"]),
-                     _fmt(c["a_pos"]), _fmt(c["case2"]), _fmt(c["case3"]), _fmt(L["rel_error"])])
-    ops = result["ops"]
-    ocols = ["synaptic layer", "input", "ann_macs", "snn_sops", "sops_prerun", "snn_macs"]
-    orows = [[o["name"], o["input"], _fmt(o["macs"], ".4g"), _fmt(o["sops"], ".4g"),
-              _fmt(o["sops_prerun"], ".4g"), _fmt(o["snn_macs"], ".4g")] for o in ops["layers"]]
-
-    def table(cols, rows):
-        widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
-        line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w)  # noqa: E731
-                                   for i, (x, w) in enumerate(zip(r, widths)))
-        return [line(cols)] + [line(r) for r in rows]
-
-    foot = (f"per image: SNN {ops['snn_sops_per_image']:.4g} SOPs + {ops['snn_macs_per_image']:.4g} MACs"
-            f" = {ops['snn_energy_pj']:.4g} pJ; ANN {ops['ann_macs_per_image']:.4g} MACs"
-            f" = {ops['ann_energy_pj']:.4g} pJ (E_AC={ops['e_ac_pj']} pJ, E_MAC={ops['e_mac_pj']} pJ)")
-    return "\n".join([head] + table(cols, rows) + [""] + table(ocols, orows) + [foot])
-
-
-def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None,
-                  path_prefix: str = "analysis") -> List[str]:
-    """Write PNGs ``<prefix>_rates.png`` (firing rate per layer, positive/negative stacked),
-    ``<prefix>_cases.png`` (§7 case fractions per layer, stacked) and, with ``errors_vs_T``,
-    ``<prefix>_error_vs_T.png`` (relative error vs T, log-x, one line per layer). Uses matplotlib's
-    Agg canvas directly (no pyplot, no global backend change). Returns the written paths."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [L["name"] for L in result["layers"]]
-    x = list(range(len(names)))
-    width = max(6.0, 0.5 * len(names) + 2)
-    paths = []
-    title = f"{result['method']}, T={result['T']}" + (f", tau={result['tau']}" if result["tau"] else "")
-
-    def save(fig, suffix):
-        path = f"{path_prefix}_{suffix}.png"
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        paths.append(path)
-
-    fig = Figure(figsize=(width, 4))
-    ax = fig.add_subplot()
-    pos = [L["rate_pos"] for L in result["layers"]]
-    neg = [L["rate_neg"] for L in result["layers"]]
-    ax.bar(x, pos, label="positive")
-    ax.bar(x, neg, bottom=pos, label="negative")
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("spikes / neuron / step")
-    ax.set_title(f"Firing rate ({title})")
-    ax.legend()
-    save(fig, "rates")
-
-    fig = Figure(figsize=(width, 4))
-    ax = fig.add_subplot()
-    labels = {"a0_exact": "a=0, φ=a", "case1": "case 1: a=0, φ>a", "a0_below": "a=0, φ<a",
-              "apos_exact": "a>0, φ=a", "case2": "case 2: a>0, φ>a", "case3": "case 3: a>0, φ<a"}
-    bottom = [0.0] * len(names)
-    for key in CASES:
-        vals = [L["cases"][key] for L in result["layers"]]
-        ax.bar(x, vals, bottom=bottom, label=labels[key])
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of elements")
-    ax.set_title(f"Unevenness-error cases ({title})")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    save(fig, "cases")
-
-    if errors_vs_T is not None:
-        fig = Figure(figsize=(7, 4.5))
-        ax = fig.add_subplot()
-        Ts = errors_vs_T["Ts"]
-        for L in errors_vs_T["layers"]:
-            ax.plot(Ts, [math.nan if e is None else e for e in L["rel_error"]], marker="o", ms=3,
-                    label=L["name"])
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("T (main-run steps)")
-        ax.set_ylabel("‖φ(T) − a‖ / ‖a‖")
-        ax.set_title(f"Relative error vs T ({errors_vs_T['method']})")
-        ax.legend(fontsize=6, ncol=2)
-        save(fig, "error_vs_T")
-    return paths
+# ---------------------------------------------------------------- printing and plotting
+def __getattr__(name):
+    """``format_layer_table`` and ``plot_analysis`` live in :mod:`sjconv.analysis_plots`; they
+    stay importable from here (``from sjconv.analysis import plot_analysis``), loaded on first use
+    so that the statistics never import matplotlib."""
+    if name in ("format_layer_table", "plot_analysis"):
+        from . import analysis_plots
+        return getattr(analysis_plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,12 +3,21 @@
 Accepts the official v2 format (``model.state_dict()``, thresholds named ``thresh``) as is,
 and v1 names (``up``, and ``relu.up`` in residual blocks) mapped to v2. A state dict nested
 under ``state_dict``/``model``/``net`` or saved from ``DataParallel`` (``module.`` prefix) is
-unwrapped. Anything else that does not match is an error naming the keys and the architecture.
+unwrapped. Anything else that does not match is an error naming the keys and the architecture
+(and, when only the class count differs, the ``num_classes`` to use).
+
+Files are read with torch's safe loader (``weights_only=True``: tensors and plain containers, no
+code runs), never with ``weights_only=False``. Research checkpoints often store the run's
+``argparse.Namespace`` next to the weights; that type is allow-listed (:data:`SAFE_TYPES`).
+A file that cannot be read is a one-line :class:`CheckpointError` naming the file and the
+problem.
 """
 
+import argparse
 import os
+import re
 from collections import OrderedDict
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -17,6 +26,9 @@ from .errors import CheckpointError
 
 _NESTED = ("state_dict", "model", "net", "model_state_dict")
 _SHOW = 8  # keys listed per category in an error message
+
+#: types besides tensors and containers that a checkpoint may hold (loaded by the safe loader)
+SAFE_TYPES = (argparse.Namespace,)
 
 
 def _v1_to_v2(key: str) -> str:
@@ -49,14 +61,50 @@ def _listing(keys) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
+def _read_problem(exc: BaseException) -> str:
+    """One line saying why ``torch.load`` failed (its own messages run to several lines)."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (f"it holds an object of type {unsupported.group(1)}, which the safe loader refuses (it "
+                "loads tensors, plain containers and argparse.Namespace); re-save just the weights "
+                "where the file was made: torch.save(model.state_dict(), path)")
+    if isinstance(exc, EOFError):
+        return "the file ends early (empty or cut short): copy or save it again"
+    detail = text.split("WeightsUnpickler error:", 1)[-1]
+    detail = next((line.strip() for line in detail.splitlines() if line.strip()), type(exc).__name__)
+    detail = detail.split(". ")[0].rstrip(".")
+    return f"not a file written by torch.save, or a damaged one ({detail[:120]})"
+
+
 def read_checkpoint(path: Union[str, os.PathLike]) -> Mapping:
-    """``torch.load`` a checkpoint file onto the CPU, with a clear error if it is missing or unreadable."""
+    """``torch.load`` a checkpoint file onto the CPU with the safe loader (:data:`SAFE_TYPES`
+    allowed besides tensors and containers); a missing or unreadable file is a one-line
+    :class:`CheckpointError` that names the file and the problem."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle and zip errors have many types
-        raise CheckpointError(f"could not read checkpoint {path}: {exc}") from None
+        with torch.serialization.safe_globals(list(SAFE_TYPES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling and zip reading fail with many exception types
+        raise CheckpointError(f"could not read checkpoint {path}: {_read_problem(exc)}") from None
+
+
+def _classifier_hint(model: nn.Module, state: Mapping, expected: Mapping) -> Optional[str]:
+    """When the last Linear layer (the classifier) has another number of outputs in the
+    checkpoint than in the model, say which ``num_classes`` the checkpoint was trained for."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        return None
+    key = f"{names[-1]}.weight" if names[-1] else "weight"
+    if key not in state or key not in expected or state[key].dim() != 2:
+        return None
+    got, want = state[key].shape[0], expected[key].shape[0]
+    if got == want:
+        return None
+    flag = f" (--dataset cifar{got} on the command line)" if got in (10, 100) else ""
+    return (f"the checkpoint's classifier '{names[-1]}' has {got} outputs, the model {want}: "
+            f"build the model with num_classes={got}{flag}")
 
 
 def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping],
@@ -76,6 +124,9 @@ def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mappin
     shapes = {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
     if missing or unexpected or shapes:
         problems = []
+        hint = _classifier_hint(model, state, expected) if shapes else None
+        if hint:
+            problems.append(hint)
         if missing:
             problems.append(f"missing keys: {_listing(missing)}")
         if unexpected:

@@ -19,28 +19,47 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import base, functional
 
-from .errors import SjconvError
+from .errors import ConfigError, SjconvError
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+#: unit of a size written as a bare number ('24' is 24 GB): nobody means a budget of 24 bytes
+BARE_UNIT = "GB"
 
 #: the share of a budget that a chosen chunk may plan to use (allocator slack, fragmentation)
 SAFETY = 0.9
 
 
 def parse_memory(text: Union[str, int, float]) -> int:
-    """'24GB' (10^9 bytes per GB), '24GiB' (2^30), '512MB', '1.5e9' -> bytes."""
+    """A memory size in bytes.
+
+    A string is a number and a unit: '24GB' (10^9 bytes per GB), '24GiB' (2^30 bytes), '512MB',
+    '2KiB', '1.5e9B'; units are case-insensitive. **A bare number is in gigabytes**: '24' (as in
+    ``--memory-budget 24``) is 24 GB, because a budget of a few bytes is never what is meant.
+    A Python ``int`` or ``float`` is a byte count (what the library itself computes and passes).
+    """
     if isinstance(text, (int, float)):
         value = int(text)
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-        unit = match.group(2).upper() if match else None
+        unit = (match.group(2).upper() or BARE_UNIT) if match else None
         if not match or unit not in _UNITS:
-            raise SjconvError(f"cannot read memory size '{text}': write it like 24GB, 24GiB or 512MB")
+            raise ConfigError(f"cannot read memory size '{text}': write it like 24GB, 24GiB or 512MB "
+                              f"(a bare number is {BARE_UNIT})")
         value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise SjconvError(f"a memory budget must be positive, got '{text}'")
+        raise ConfigError(f"a memory budget must be positive, got '{text}'")
     return value
+
+
+def format_bytes(n: float) -> str:
+    """A byte count for messages, in the largest binary unit that keeps it >= 1 ('1.50 GiB',
+    '3.20 MiB', '24 B'), so that small sizes do not print as '0.00 GiB'."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 @dataclass
@@ -54,8 +73,8 @@ class Footprint:
         room = SAFETY * budget - self.fixed
         if room < self.per_step:
             raise SjconvError(
-                f"a memory budget of {budget / 2**30:.2f} GiB does not fit even one time step "
-                f"({(self.fixed + self.per_step) / 2**30:.2f} GiB needed, {self.how}): "
+                f"a memory budget of {format_bytes(budget)} does not fit even one time step "
+                f"({format_bytes(self.fixed + self.per_step)} needed, {self.how}): "
                 "lower --batch-size or raise --memory-budget")
         return max(1, min(int(T), int(room // self.per_step)))
 

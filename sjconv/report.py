@@ -3,7 +3,7 @@
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from typing import Dict, Iterable, Mapping, Optional
 
 
@@ -32,14 +32,28 @@ def format_table(title: str, steps: Iterable[int], rows: Mapping[str, Mapping[in
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + body)
 
 
+def _create_beside(path: str) -> str:
+    """Create a new empty file next to ``path`` and return its name. It is opened with
+    ``O_CREAT | O_EXCL`` and mode 0o666, so the kernel applies the umask exactly as for a plain
+    ``open(path, "w")`` (``mkstemp`` would make it 0600, and the rename would keep that)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # a name already taken: draw another
+            continue
+        os.close(fd)
+        return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error
-    removed, so a crash never leaves a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
+    removed, so a crash never leaves a half-written file. The file ends up with the mode a plain
+    ``open(path, "w")`` gives a new file (``0o666 & ~umask``)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _create_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -57,14 +71,18 @@ def write_json(path: str, data) -> None:
 
 def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],
                   ann_accuracy: Optional[float] = None, title: str = "") -> None:
-    """PNG of accuracy vs T (log2 axis), one line per method, the ANN as a dashed line."""
-    import matplotlib
+    """PNG of accuracy vs T (log2 axis), one line per method, the ANN as a dashed line.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on its own ``Figure`` with an Agg canvas, never through pyplot: the process's
+    matplotlib backend and pyplot's figures are left as they are (a caller's interactive session
+    or its own plots are not affected)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     steps = list(steps)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, accs in rows.items():
         ts = [t for t in steps if t in accs]
         ax.plot(ts, [accs[t] for t in ts], marker="o", label=label)
@@ -81,7 +99,6 @@ def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[in
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
 
 
 def rows_from_results(results: Dict) -> Dict[str, Dict[int, float]]:

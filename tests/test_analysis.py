@@ -373,3 +373,33 @@ def test_format_table_and_plots(tmp_path):
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert len(plot_analysis(result, None, str(tmp_path / "noerr"))) == 2
+
+
+def test_statistics_and_presentation_are_separate_modules():
+    import os
+    import subprocess
+    import sys
+
+    from sjconv import analysis_plots
+    # the old names stay importable from sjconv.analysis, and are the plotting module's functions
+    assert format_layer_table is analysis_plots.format_layer_table
+    assert plot_analysis is analysis_plots.plot_analysis
+    code = ("import sys, torch, sjconv.analysis as a; import torch.nn as nn; import sjconv;"
+            "ann = nn.Sequential(nn.Flatten(), nn.Linear(2, 2), sjconv.QCFS(4, 1.0)).eval();"
+            "r = a.analyze(ann, sjconv.convert(ann, 'qcfs'), torch.eye(2), 4);"
+            "print('matplotlib' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # '-c' imports from cwd first
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"   # the statistics never load matplotlib
+
+
+def test_error_vs_T_plot_gives_every_layer_its_own_colour():
+    from matplotlib.colors import to_hex
+
+    from sjconv.analysis_plots import error_vs_T_figure
+    layers = [{"name": f"layer{i}", "rel_error": [1.0 / (i + 1), 0.5 / (i + 1)]} for i in range(19)]
+    fig = error_vs_T_figure({"Ts": [1, 2], "method": "qcfs", "layers": layers})
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == [L["name"] for L in layers]
+    assert len({to_hex(line.get_color()) for line in lines}) == 19

@@ -37,8 +37,17 @@ def test_neuron_kernels_benchmark_smoke(tmp_path):
     rows = json.loads((tmp_path / "nk.json").read_text())["rows"]
     impls = {(r.get("node"), r["impl"]) for r in rows}
     assert ("IF", "SpikingJelly IFNode(v_reset=None)") in impls and ("srp+neg", "sjconv torch") in impls
+    assert ("IF", "minimal in-place loop") in impls
+    kinds = ["qcfs", "neg", "neg (snm)", "srp", "srp+neg", "srp+neg (snm)"]
+    loops = ["reference loop (rules.run_steps)", "in-place loop (torch_backend.run_steps)"]
     ok = [r for r in rows if r.get("status") == "ok"]
     assert all(r["ms"] > 0 and r["GB_s"] > 0 for r in ok) and len(ok) >= 7
+    ok_impls = {(r["node"], r["impl"]) for r in ok if r.get("node")}
+    assert {(k, loop) for k in kinds for loop in loops} <= ok_impls
+    assert all(r["vs_minimal"] > 0 for r in ok if r.get("node"))
+    cupy = [r for r in rows if r["impl"] == "sjconv cupy"]
+    assert len(cupy) == 4 and all(r["status"] == "skipped: CUDA only" for r in cupy)  # --device cpu
+    assert "| vs_minimal |" in (tmp_path / "nk.md").read_text().splitlines()[0]
 
 
 def test_network_benchmark_smoke(tmp_path):

@@ -105,3 +105,76 @@ def test_qcfs_forward_matches_formula():
     x.requires_grad_(True)
     layer(x).sum().backward()
     assert layer.thresh.grad is not None and x.grad[3] == pytest.approx(1.0)  # straight-through floor
+
+
+def _damaged_files(tmp_path):
+    """Files torch.load cannot read safely, by name: each must give a one-line error."""
+    whole = tmp_path / "whole_model.pth"
+    torch.save(sjconv.models.resnet20(), whole)          # a pickled nn.Module, not a state dict
+    text = tmp_path / "text.pth"
+    text.write_text("not a checkpoint")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    good = tmp_path / "good.pth"
+    torch.save(sjconv.models.resnet20().state_dict(), good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return {"whole": whole, "text": text, "empty": empty, "cut": cut}
+
+
+@pytest.mark.parametrize("kind,problem", [("whole", "sjconv.models.resnet.ResNet.*state_dict"),
+                                          ("text", "not a file written by torch.save"),
+                                          ("empty", "ends early"),
+                                          ("cut", "not a file written by torch.save, or a damaged one")])
+def test_unreadable_checkpoint_is_one_line_naming_file_and_problem(tmp_path, kind, problem):
+    path = _damaged_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError, match=problem) as info:
+        sjconv.load_checkpoint(sjconv.models.resnet20(), path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"could not read checkpoint {path}: ")
+    assert "weights_only" not in msg and len(msg) < 400
+
+
+def test_checkpoint_with_argparse_namespace_loads_safely(tmp_path, monkeypatch):
+    import argparse
+    src = _randomized(sjconv.models.resnet20())
+    path = tmp_path / "research.pth"
+    torch.save({"state_dict": src.state_dict(), "args": argparse.Namespace(arch="resnet20", lr=0.1),
+                "epoch": 299, "best_acc": 91.5}, path)
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    dst = sjconv.load_checkpoint(sjconv.models.resnet20(), path)
+    assert calls == [True]   # the safe loader, with the type allow-listed, never weights_only=False
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
+    # the allow-list is scoped to the read: a plain safe torch.load still refuses the type
+    with pytest.raises(Exception, match="argparse.Namespace"):
+        real_load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("arch,key", [("resnet20", "fc"), ("vgg16", "classifier.7")])
+def test_class_count_mismatch_names_num_classes(tmp_path, arch, key):
+    path = tmp_path / "c100.pth"
+    torch.save(sjconv.models.build(arch, num_classes=100).state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.build(arch, num_classes=10), path, arch=f"{arch} (cifar10)")
+    msg = str(info.value)
+    assert f"the checkpoint's classifier '{key}' has 100 outputs, the model 10: build the model with " \
+           "num_classes=100 (--dataset cifar100 on the command line)" in msg
+    assert f"shape mismatch: {key}.bias (100,) vs (10,)" in msg
+
+
+def test_no_class_count_hint_when_the_classifier_matches(tmp_path):
+    path = tmp_path / "r20.pth"
+    state = sjconv.models.resnet20().state_dict()
+    state["conv1.0.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.resnet20(), path)
+    assert "num_classes" not in str(info.value) and "conv1.0.weight (8, 3, 3, 3)" in str(info.value)

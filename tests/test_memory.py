@@ -4,22 +4,38 @@ import pytest
 import torch
 
 import sjconv
-from sjconv.errors import SjconvError
-from sjconv.memory import SAFETY, Footprint, choose_chunk, measure_footprint, parse_memory
+from sjconv.errors import ConfigError, SjconvError
+from sjconv.memory import SAFETY, Footprint, choose_chunk, format_bytes, measure_footprint, parse_memory
 
 from reference import calibrate_thresholds
 
 
 @pytest.mark.parametrize("text,value", [("24GB", 24 * 10**9), ("24GiB", 24 * 2**30), ("512 MB", 512 * 10**6),
-                                        ("1.5e9", 1_500_000_000), ("2kib", 2048), (1000, 1000)])
+                                        ("1.5e9B", 1_500_000_000), ("2kib", 2048), (1000, 1000),
+                                        ("4096 b", 4096)])
 def test_parse_memory(text, value):
     assert parse_memory(text) == value
 
 
-@pytest.mark.parametrize("text", ["lots", "24XB", "-3GB", "0"])
+@pytest.mark.parametrize("text,value", [("24", 24 * 10**9), (" 0.5 ", 5 * 10**8), ("1e1", 10 * 10**9)])
+def test_a_bare_number_is_gigabytes(text, value):
+    assert parse_memory(text) == value == parse_memory(text.strip() + "GB")
+
+
+def test_python_numbers_are_byte_counts():
+    assert parse_memory(24) == 24 and parse_memory(2.5e9) == 2_500_000_000
+
+
+@pytest.mark.parametrize("text", ["lots", "24XB", "-3GB", "0", "0GB", "GB"])
 def test_parse_memory_rejects_nonsense(text):
-    with pytest.raises(SjconvError, match="memory"):
+    with pytest.raises(ConfigError, match="memory"):
         parse_memory(text)
+
+
+@pytest.mark.parametrize("n,text", [(24, "24 B"), (3 * 2**20 + 2**19, "3.50 MiB"), (1.5 * 2**30, "1.50 GiB"),
+                                    (2048, "2.00 KiB")])
+def test_sizes_in_messages_use_a_readable_unit(n, text):
+    assert format_bytes(n) == text
 
 
 @pytest.mark.parametrize("fixed,per_step,budget,T", [(10, 7, 1000, 500), (0, 1, 10**9, 64), (100, 50, 400, 64),
@@ -34,6 +50,9 @@ def test_chunk_is_the_largest_that_fits(fixed, per_step, budget, T):
 def test_budget_too_small_for_one_step_is_a_clear_error():
     with pytest.raises(SjconvError, match="does not fit even one time step.*--batch-size"):
         Footprint(900, 200, "computed").chunk_for(1000, 8)
+    # small sizes are shown in a unit that keeps their digits, not as '0.00 GiB'
+    with pytest.raises(SjconvError, match=r"budget of 24 B .* \(1.10 MiB needed, computed\)"):
+        Footprint(2**20, 100 * 2**10, "computed").chunk_for(24, 8)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Converted networks against the official QCFS SNN loop; step modes, chunking and methods agree."""
 
 import copy
+import sys
+import types
 
 import pytest
 import torch
@@ -156,8 +158,37 @@ def test_convert_argument_errors():
         sjconv.convert(model, step_mode="x")
     with pytest.raises(ValueError, match="tau"):
         sjconv.convert(model, method="qcfs", tau=3)
-    with pytest.raises(BackendUnavailableError, match="cupy"):
-        sjconv.convert(model, backend="cupy")
+    if _cupy_importable():   # e.g. after pip install ".[cupy]", with or without a GPU
+        snn = sjconv.convert(model, backend="cupy")
+        assert all(n.backend == "cupy" for n in snn.modules() if isinstance(n, SpikingNode))
+    else:
+        with pytest.raises(BackendUnavailableError, match="cupy"):
+            sjconv.convert(model, backend="cupy")
+
+
+def _cupy_importable() -> bool:
+    """What building a 'cupy' network needs (``check_backend``): CuPy importable. Whether CUDA
+    works is checked when the network first runs (a CPU input, or no GPU, is a clear error)."""
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)   # 'import cupy' raises ImportError
+    with pytest.raises(BackendUnavailableError, match=r"needs CuPy.*backend='torch'"):
+        sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), backend="cupy")
+
+
+def test_cupy_backend_with_cupy_but_no_cuda_input_fails_when_run(monkeypatch):
+    """CuPy installed (a stand-in module here) builds the network; a CPU input is refused at the
+    first run with a message naming the fix, before any CuPy call."""
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    snn = sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), step_mode="m", backend="cupy")
+    with pytest.raises(ValueError, match="CUDA tensors.*backend='torch'"):
+        sjconv.simulate(snn, torch.rand(3, 2), 2)
 
 
 def test_reset_net_and_set_step_mode_on_converted_network(resnet20):

@@ -1,0 +1,73 @@
+"""Result files: the accuracy plot leaves matplotlib's global state alone, and files written
+atomically get the usual permissions."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+import sjconv
+from sjconv.report import atomic_path, plot_accuracy, write_json
+from sjconv.train import save_state_dict
+
+
+def test_plot_accuracy_leaves_backend_and_pyplot_alone(tmp_path, monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("plot_accuracy touched matplotlib's global state")
+
+    monkeypatch.setattr(matplotlib, "use", forbidden)
+    for name in ("figure", "subplots", "close", "savefig", "switch_backend"):
+        monkeypatch.setattr(plt, name, forbidden)
+    figures = plt.get_fignums()
+    path = tmp_path / "sub" / "acc.png"
+    plot_accuracy(str(path), [1, 2, 4], {"QCFS": {1: 50.0, 2: 60.0, 4: 70.0}, "SRP (τ=4)": {4: 72.0}},
+                  ann_accuracy=75.0, title="demo")
+    assert plt.get_fignums() == figures
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for one test and restore the old one afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_mask(mask):
+        os.umask(mask)
+
+    yield set_mask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_files_get_the_mode_of_a_plain_open(tmp_path, umask, mask):
+    umask(mask)
+    plain = tmp_path / "plain.txt"
+    with open(plain, "w") as f:
+        f.write("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o666 & ~mask
+
+    write_json(str(tmp_path / "results.json"), {"a": 1})
+    save_state_dict(sjconv.QCFS(4, 1.0), str(tmp_path / "model.pth"))
+    for name in ("results.json", "model.pth"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    assert json.loads((tmp_path / "results.json").read_text()) == {"a": 1}
+    assert "thresh" in torch.load(tmp_path / "model.pth", weights_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "plain.txt", "results.json"]
+
+
+def test_atomic_path_removes_the_temporary_file_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("crash while writing")
+    assert list(tmp_path.iterdir()) == []
