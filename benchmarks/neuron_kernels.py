@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spikingjelly.activation_based import functional, neuron  # noqa: E402
 
 from sjconv.errors import SjconvError  # noqa: E402
-from sjconv.neurons import METHODS, SpikingNode, rules, torch_backend  # noqa: E402
+from sjconv.neurons import BACKENDS, METHODS, SpikingNode, get_backend, rules, torch_backend  # noqa: E402
 
 from _common import (device_info, failure_status, markdown_table, timed, timed_against,  # noqa: E402
                      write_outputs)
@@ -140,8 +140,8 @@ def main(argv=None):
                     for impl, run_steps in LOOPS:
                         cases.append((kind, impl, loop_runner(run_steps, x, theta, signed, neg_rule,
                                                               mask if srp else None), state_bytes))
-                for backend in ("torch", "cupy"):
-                    if backend == "cupy" and not on_cuda:
+                for backend in BACKENDS:
+                    if get_backend(backend).needs_cuda and not on_cuda:
                         rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
                                      "status": "skipped: CUDA only"})
                         continue

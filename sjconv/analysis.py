@@ -30,8 +30,8 @@ from typing import Dict, Iterable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .convert import step_mode_of, unwrap
-from .neurons import SpikingNode
+from .errors import ConfigError, SjconvError
+from .neurons import SpikingNode, step_mode_of, unwrap
 from .qcfs import QCFS
 from .simulate import iter_logits
 
@@ -71,7 +71,7 @@ def _ann_activations(ann: nn.Module, images: torch.Tensor) -> Dict[str, torch.Te
             h.remove()
     shared = sorted(name for name, n in calls.items() if n != 1)
     if shared:
-        raise ValueError(f"QCFS module(s) {', '.join(shared)} run more than once per forward pass; "
+        raise ConfigError(f"QCFS module(s) {', '.join(shared)} run more than once per forward pass; "
                          "per-layer analysis needs one module instance per activation layer")
     return acts
 
@@ -150,7 +150,7 @@ class _Probe:
                 parts.append(f"QCFS layers without a spiking node at the same path: {', '.join(missing)}")
             if extra:
                 parts.append(f"spiking nodes without a QCFS layer run by the ANN: {', '.join(extra)}")
-            raise ValueError("the SNN does not match the ANN layer for layer: " + "; ".join(parts))
+            raise ConfigError("the SNN does not match the ANN layer for layer: " + "; ".join(parts))
         self.neurons = [_NeuronLayer(name, modules[name], acts[name])
                         for name in modules if name in acts]
         self.synapses = [_SynapticLayer(name, m) for name, m in modules.items()
@@ -184,7 +184,7 @@ class _Probe:
             if main.shape[0] == 0:
                 return
             if main.shape[1:] != layer.a.shape:
-                raise ValueError(f"layer '{layer.name}': SNN output step shape {tuple(main.shape[1:])} "
+                raise ConfigError(f"layer '{layer.name}': SNN output step shape {tuple(main.shape[1:])} "
                                  f"differs from the ANN activation shape {tuple(layer.a.shape)}")
             if layer.sum is None:
                 layer.a = layer.a.to(output.device)
@@ -243,7 +243,7 @@ class _Probe:
                if layer.seen not in (0, want)]
         bad += [f"{layer.name} (0)" for layer in self.neurons if layer.seen == 0]
         if bad:
-            raise RuntimeError(f"expected every layer to run {want} steps; steps seen: {', '.join(bad)} "
+            raise SjconvError(f"expected every layer to run {want} steps; steps seen: {', '.join(bad)} "
                                "(modules shared between positions in the network are not supported)")
 
 
@@ -252,7 +252,7 @@ def _run(ann, snn, images, T, tau, chunk, checkpoints, ops):
     net, method, default_tau = unwrap(snn)
     tau = default_tau if tau is None else int(tau)
     if int(T) < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
+        raise ConfigError(f"T must be >= 1, got {T}")
     acts = _ann_activations(ann, images)
     with _Probe(net, acts, tau, T, checkpoints, ops) as probe:
         for _ in iter_logits(snn, images, T, tau=tau, chunk=chunk):
@@ -363,7 +363,7 @@ def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterabl
     Ts = list(Ts)
     steps = sorted({int(t) for t in Ts})
     if not steps or steps[0] < 1:
-        raise ValueError(f"Ts must be integers >= 1, got {Ts}")
+        raise ConfigError(f"Ts must be integers >= 1, got {Ts}")
     probe, method, tau = _run(ann, snn, images, steps[-1], tau, chunk, checkpoints=steps, ops=False)
     return {"Ts": steps, "method": method, "tau": tau,
             "layers": [{"name": layer.name, "rel_error": [layer.errors[t] for t in steps]}

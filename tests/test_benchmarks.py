@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import sjconv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,7 +48,9 @@ def test_neuron_kernels_benchmark_smoke(tmp_path):
     assert {(k, loop) for k in kinds for loop in loops} <= ok_impls
     assert all(r["vs_minimal"] > 0 for r in ok if r.get("node"))
     cupy = [r for r in rows if r["impl"] == "sjconv cupy"]
-    assert len(cupy) == 4 and all(r["status"] == "skipped: CUDA only" for r in cupy)  # --device cpu
+    # one cupy row per method (sjconv.METHODS), all skipped with --device cpu
+    assert [r["node"] for r in cupy] == list(sjconv.METHODS)
+    assert all(r["status"] == "skipped: CUDA only" for r in cupy)
     assert "| vs_minimal |" in (tmp_path / "nk.md").read_text().splitlines()[0]
 
 

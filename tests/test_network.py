@@ -158,22 +158,19 @@ def test_convert_argument_errors():
         sjconv.convert(model, step_mode="x")
     with pytest.raises(ValueError, match="tau"):
         sjconv.convert(model, method="qcfs", tau=3)
-    if _cupy_importable():   # e.g. after pip install ".[cupy]", with or without a GPU
+    if _cupy_usable():   # pip install ".[cupy13]" on a machine with a GPU
         snn = sjconv.convert(model, backend="cupy")
         assert all(n.backend == "cupy" for n in snn.modules() if isinstance(n, SpikingNode))
-    else:
+    else:                # no CuPy, or CuPy without a visible GPU: refused when the network is built
         with pytest.raises(BackendUnavailableError, match="cupy"):
             sjconv.convert(model, backend="cupy")
 
 
-def _cupy_importable() -> bool:
-    """What building a 'cupy' network needs (``check_backend``): CuPy importable. Whether CUDA
-    works is checked when the network first runs (a CPU input, or no GPU, is a clear error)."""
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _cupy_usable() -> bool:
+    """What building a 'cupy' network needs (the backend's ``check``): CuPy importable and a GPU."""
+    import importlib.util
+
+    return importlib.util.find_spec("cupy") is not None and torch.cuda.is_available()
 
 
 def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
@@ -182,10 +179,14 @@ def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
         sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), backend="cupy")
 
 
-def test_cupy_backend_with_cupy_but_no_cuda_input_fails_when_run(monkeypatch):
-    """CuPy installed (a stand-in module here) builds the network; a CPU input is refused at the
-    first run with a message naming the fix, before any CuPy call."""
+def test_cupy_backend_with_cupy_but_no_gpu_fails_when_built(monkeypatch):
+    """CuPy installed (a stand-in module here) on a machine without a GPU: refused when the network
+    is built, with the fix; a CPU input to a 'cupy' node is refused at its first run."""
     monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BackendUnavailableError, match=r"needs a CUDA GPU.*backend='torch'"):
+        sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), backend="cupy")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     snn = sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), step_mode="m", backend="cupy")
     with pytest.raises(ValueError, match="CUDA tensors.*backend='torch'"):
         sjconv.simulate(snn, torch.rand(3, 2), 2)

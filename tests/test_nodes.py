@@ -229,7 +229,7 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_cupy_backend_without_cupy_fails_when_the_node_is_built(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)   # as on an install without the cupy extra
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'sjconv\[cupy\]'"):
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'sjconv\[cupy13\]'"):
         ConvertedIFNode(1.0, backend="cupy")
 
 

@@ -41,8 +41,8 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
     parser.add_argument("--chunk", type=positive_int, default=None,
                         help="in 'm' mode, simulate at most this many steps per call (default: all)")
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
-                        help="e.g. 24GB: multi-step mode simulates the largest chunk of steps that fits, "
-                             "and on CUDA the process is capped at SIZE (default: no budget)")
+                        help="e.g. 24GB (a bare number is GB): multi-step mode simulates the largest chunk of "
+                             "steps that fits, and on CUDA the process is capped at SIZE (default: no budget)")
     parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
                         help="neuron backend: " + "; ".join(f"{b.name}: {b.summary}" for b in BACKEND_TABLE.values())
                              + " (default: torch)")

@@ -103,7 +103,8 @@ def require_cupy():
         import cupy
     except ImportError:
         raise BackendUnavailableError(
-            "backend='cupy' needs CuPy: pip install 'sjconv[cupy]' (cupy-cuda12x), or use backend='torch'") from None
+            "backend='cupy' needs CuPy: pip install 'sjconv[cupy13]' for a CUDA 13 torch (torch.version.cuda "
+            "13.x, as on PyPI) or 'sjconv[cupy12]' for CUDA 12, or use backend='torch'") from None
     return cupy
 
 
