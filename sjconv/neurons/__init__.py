@@ -10,11 +10,8 @@ from .nodes import (BACKENDS, NODE_CLASSES, COSIFNode, COSSignedIFNode, Converte
                     SpikingNode, SRPIFNode, SRPSignedIFNode, check_backend, check_neg_rule)
 from .prerun import PRERUNS, PreRunKind, run_prerun
 
-
-def begin_main_phase(net, nodes=None):
-    """End the pre-run of every node of ``net`` (or of ``nodes``): see :func:`prerun.end`."""
-    for node in nodes if nodes is not None else spiking_nodes(net):
-        node.end_prerun()
+#: older name of :func:`prerun.end` (the SRP recipe: pre-run, then begin the main phase)
+begin_main_phase = prerun.end
 
 
 __all__ = ["BACKENDS", "BACKEND_TABLE", "Backend", "get_backend", "METHODS", "Method", "NODE_CLASSES", "PRERUNS", "PreRunKind", "SpikingNode",

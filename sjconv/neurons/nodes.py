@@ -296,10 +296,6 @@ class SpikingNode(BaseNode):
         self._in_prerun = False
         self._cos_v0 = None
 
-    def begin_main_phase(self):
-        """Older name of :meth:`end_prerun` (the SRP README recipe)."""
-        self.end_prerun()
-
     def extra_repr(self):
         extra = f"v_threshold={self.v_threshold:.6g}, signed={self.signed}"
         if self.prerun:
