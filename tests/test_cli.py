@@ -129,3 +129,35 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
     with pytest.raises(SjconvError, match="could not download CIFAR-10 .*--data-dir"):
         cifar_dataset("cifar10", str(tmp_path), download=True)
+
+
+def _files_under(folder):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits"])
+def test_unwritable_output_is_one_line_before_any_work(tool, fake_cifar, tiny_checkpoint, capsys):
+    """An output whose folder cannot exist (an existing *file* stands on its path, which stops
+    root too, unlike a read-only folder) is one error line, exit 2, before any data is loaded or
+    model trained: nothing is written."""
+    from sjconv.cli import demo_digits
+
+    blocker = fake_cifar / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    before = _files_under(fake_cifar)
+    common = ["--device", "cpu", "--no-progress"]
+    data = ["--data-dir", str(fake_cifar / "data"), "--workers", "0", "--limit", "4"]
+    if tool == "eval_cifar":
+        code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4", "-T", "1",
+                               "--out", str(blocker / "r.json"), *data, *common])
+    elif tool == "train_qcfs":
+        code = train_qcfs.cli(["--arch", "resnet20", "--epochs", "1", "--L", "4", "--out", str(blocker / "c.pth"),
+                               *data, *common])
+    else:
+        code = demo_digits.cli(["--epochs", "1", "-T", "1", "--method", "qcfs", "--analyze",
+                                "--out", str(blocker / "sub" / "digits"), *common])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: cannot write") and f"{blocker} is a file" in lines[0]
+    assert _files_under(fake_cifar) == before

@@ -73,17 +73,28 @@ def check_simulation_args(args) -> None:
 
 
 def check_writable(*paths: str) -> None:
-    """Every output path can be written: its folder, or the nearest folder above it that exists
-    (outputs create missing folders), is writable. Checked before any work starts."""
+    """Every output path can be written, checked before any work starts so that a bad ``--out``
+    costs nothing: the path is not a folder, and the nearest existing folder on its way (outputs
+    create missing folders) is writable. An existing *file* on the way (``--out results.json/r``)
+    is an error too, since no folder can be created there, whoever runs the tool."""
     import os
 
     for path in paths:
-        folder = os.path.dirname(os.path.abspath(path))
-        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-            folder = os.path.dirname(folder)
-        if not os.access(folder, os.W_OK) or os.path.isdir(path):
-            raise SjconvError(f"cannot write {path}: {folder if not os.path.isdir(path) else path} is "
-                              f"{'a folder' if os.path.isdir(path) else 'not writable'}; choose another output path")
+        if os.path.isdir(path):
+            raise SjconvError(f"cannot write {path}: it is a folder; choose another output path")
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above) and os.path.dirname(above) != above:
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise SjconvError(f"cannot write {path}: {above} is a file, not a folder; choose another output path")
+        if not os.access(above, os.W_OK):
+            raise SjconvError(f"cannot write {path}: {above} is not writable; choose another output path")
+
+
+def analysis_outputs(args, prefix: str) -> List[str]:
+    """What ``--analyze`` writes, for :func:`check_writable`: its JSON (the per-method PNGs go to
+    the same folder), or nothing without ``--analyze``."""
+    return [f"{prefix}_analysis.json"] if args.analyze else []
 
 
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:

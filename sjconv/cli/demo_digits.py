@@ -18,8 +18,8 @@ from ..experiment import finetuned_rows, results_table, run_methods, save_result
 from ..models import small_cnn
 from ..neurons import METHODS
 from ..train import fit
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
-                     positive_int, resolve_device, run_cli)
+from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
+                     check_simulation_args, check_writable, positive_int, resolve_device, run_cli)
 
 
 def parse_args(argv=None):
@@ -47,6 +47,7 @@ def run(args):
     check_simulation_args(args)
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
+    check_writable(args.out + ".json", args.out + ".png", *analysis_outputs(args, args.out))
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)

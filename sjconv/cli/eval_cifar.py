@@ -18,8 +18,8 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, display_name, get_dataset, limited, loader, num_classes
 from ..errors import ConfigError, SjconvError
 from ..experiment import results_table, run_methods, save_results
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
-                     positive_int, resolve_device, run_cli)
+from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
+                     check_simulation_args, check_writable, positive_int, resolve_device, run_cli)
 
 
 def parse_args(argv=None):
@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     # torchrun every process stops with the same one-line error instead of waiting for the others
     check_simulation_args(args)
     check_download_alone(args.download)
+    prefix = os.path.splitext(args.out)[0]
+    plot = args.plot or prefix + ".png"
+    check_writable(args.out, plot, *analysis_outputs(args, prefix))
     device = distributed.process_device(resolve_device(args.device, args.backend))
     budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))
@@ -78,12 +81,11 @@ def main(argv=None) -> int:
             return 0
         title = display_name(args.dataset)
         print(results_table(results, title), flush=True)
-        plot = args.plot or os.path.splitext(args.out)[0] + ".png"
         save_results(results, args.out, plot, f"{args.arch} on {title}")
         print(f"wrote {args.out} and {plot}", file=sys.stderr)
         # the analysis looks at the first test images of the whole set, on rank 0 alone
         analyze_if_asked(args, ann, loader(test_set, args.batch_size, workers=args.workers), steps,
-                         os.path.splitext(args.out)[0], device)
+                         prefix, device)
     return 0
 
 

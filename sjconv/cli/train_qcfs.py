@@ -21,7 +21,7 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, check_same_classes, get_dataset, limited, loader, num_classes
 from ..errors import ConfigError
 from ..train import fit, read_training_state, training_state_path
-from .common import positive_int, resolve_device, run_cli
+from .common import check_writable, positive_int, resolve_device, run_cli
 from .eval_cifar import check_download_alone
 
 
@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # every check that can fail runs before the process group starts (see eval_cifar.main)
     check_download_alone(args.download)
+    check_writable(args.out, training_state_path(args.out))
     device = distributed.process_device(resolve_device(args.device))
     if args.sync_bn and device.type != "cuda":
         raise ConfigError("--sync-bn needs --device cuda (torch's SyncBatchNorm synchronizes GPU batches only)")
