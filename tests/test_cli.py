@@ -161,3 +161,30 @@ def test_unwritable_output_is_one_line_before_any_work(tool, fake_cifar, tiny_ch
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: cannot write") and f"{blocker} is a file" in lines[0]
     assert _files_under(fake_cifar) == before
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stage", ["evaluation", "analysis"])
+def test_interrupt_names_what_was_written(stage, fake_cifar, tiny_checkpoint, capsys, monkeypatch):
+    """Ctrl-C during the evaluation: nothing was written; during ``--analyze``, after the results:
+    the line names the JSON and the plot already in place. Exit status 130 either way."""
+    import sjconv.experiment
+
+    if stage == "evaluation":
+        monkeypatch.setattr(eval_cifar, "run_methods", _interrupt)
+    else:
+        monkeypatch.setattr(sjconv.experiment, "analyze_methods", _interrupt)
+    out = fake_cifar / "int" / "r.json"
+    code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4", "-T", "1",
+                           "--data-dir", str(fake_cifar / "data"), "--limit", "4", "--workers", "0",
+                           "--device", "cpu", "--analyze", "--out", str(out), "--no-progress"])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert code == 130
+    if stage == "evaluation":
+        assert last == "interrupted: nothing was written" and not out.exists()
+    else:
+        assert last == f"interrupted: wrote {out.with_suffix('.png')}, {out}"
+        assert out.exists() and out.with_suffix(".png").exists()

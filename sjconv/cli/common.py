@@ -138,7 +138,12 @@ def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
 
 
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
-    """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback."""
+    """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback.
+    On Ctrl-C (exit 130) the line says which files this run wrote, if any (they are complete:
+    every output is written atomically, see :func:`sjconv.report.written_files`)."""
+    from ..report import written_files
+
+    already = len(written_files())
     try:
         return main(argv)
     except SjconvError as exc:
@@ -147,6 +152,8 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
               "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        wrote = written_files()[already:]
+        print(f"interrupted: wrote {', '.join(dict.fromkeys(wrote))}" if wrote else
+              "interrupted: nothing was written", file=sys.stderr)
         return 130
     return 2
