@@ -55,6 +55,17 @@ def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Opti
     return None
 
 
+def _check_finite(images: torch.Tensor) -> None:
+    """Refuse NaN or infinite inputs. A NaN membrane potential never crosses the threshold, so
+    the network would stay silent where the input is undefined and still give finite logits: a
+    wrong accuracy with no sign of the bad data. Checked once per batch, where every simulation
+    (:func:`simulate`, :func:`count_correct`, :mod:`sjconv.analysis`) starts."""
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ConfigError(f"the images contain NaN or inf ({bad} of {images.numel()} values): check the data "
+                          "and its preprocessing")
+
+
 @torch.no_grad()
 def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
                 chunk: Optional[int] = None, memory_budget=None) -> Iterator[torch.Tensor]:
@@ -69,6 +80,7 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     """
     if T < 1:
         raise ConfigError(f"T must be >= 1, got {T}")
+    _check_finite(images)
     net, tau = _net_and_tau(snn, tau)
     mode = step_mode_of(net)
     chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
