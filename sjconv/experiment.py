@@ -38,7 +38,8 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
     Returns a JSON-ready dict: ``ann_accuracy``, ``T``, ``num_images`` and ``methods`` (a list of
-    ``{method, label, tau, neg_rule, accuracy: {T: %}, seconds}``). Methods with a pre-run (SRP,
+    ``{method, label, tau, neg_rule, accuracy: {T: %}, chunk_used, seconds}``; ``chunk_used``: the
+    time steps per network call, see :func:`sjconv.simulate.count_correct`). Methods with a pre-run (SRP,
     COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods.
 
     Accuracies are computed from integer counts. With ``reduce`` (e.g.
@@ -72,12 +73,13 @@ def _evaluated(row: Dict, snn, loader, steps, device, chunk, progress, memory_bu
     """``row`` with the accuracy after every T in ``steps`` (counts summed by ``reduce`` over the
     processes' shards, if given) and the seconds it took."""
     started = time.perf_counter()
+    info = {}
     correct, count = count_correct(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                                   desc=row["label"], memory_budget=memory_budget)
+                                   desc=row["label"], memory_budget=memory_budget, info=info)
     summed = reduce(list(correct.values()) + [count])
     accuracy = accuracies(dict(zip(correct, summed[:-1])), summed[-1])
     return {**row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
-            "seconds": round(time.perf_counter() - started, 3)}
+            "chunk_used": info["chunk_used"], "seconds": round(time.perf_counter() - started, 3)}
 
 
 def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable, methods: Sequence[str],

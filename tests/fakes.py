@@ -47,3 +47,18 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "resnet20.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+def assert_run_metadata(record, argv, batch_size=None, neg_rule=None):
+    """``record`` (a results JSON or a fine-tuning log) says how it was made: versions of sjconv,
+    torch and SpikingJelly, the command line ending in ``argv``, a UTC ISO 8601 start time, and
+    the batch size and negative-spike rule it ran with."""
+    import datetime
+
+    assert record["versions"]["sjconv"] == sjconv.__version__
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["spikingjelly"]
+    assert record["command"][1:] == [str(a) for a in argv]
+    started = datetime.datetime.fromisoformat(record["started_utc"])
+    assert started.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - started) < datetime.timedelta(hours=1)
+    assert record["batch_size"] == batch_size and record["neg_rule"] == neg_rule

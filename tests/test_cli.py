@@ -10,23 +10,29 @@ import torch
 
 from sjconv.cli import eval_cifar, train_qcfs
 
+from fakes import assert_run_metadata
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_eval_cifar_smoke(fake_cifar, tiny_checkpoint, capsys):
     out = fake_cifar / "res" / "r.json"
-    code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
-                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "neg", "srp", "srp+neg",
-                           "--tau", "2", "-T", "1", "2", "4", "--limit", "10", "--batch-size", "4",
-                           "--device", "cpu", "--workers", "0", "--out", str(out), "--no-progress"])
+    argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+            "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "neg", "srp", "srp+neg",
+            "--tau", "2", "-T", "1", "2", "4", "--limit", "10", "--batch-size", "4", "--neg-rule", "snm",
+            "--device", "cpu", "--workers", "0", "--out", str(out), "--no-progress"]
+    code = eval_cifar.cli(argv)
     assert code == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split("|")[0].strip() == "CIFAR-10" and "T=0" in table[0]
-    assert [row.split("|")[0].strip() for row in table[1:]] == ["QCFS", "NegSpike", "SRP (τ=2)", "SRP + Neg (τ=2)"]
+    assert [row.split("|")[0].strip() for row in table[1:]] == ["QCFS", "NegSpike (SNM)", "SRP (τ=2)",
+                                                                "SRP + Neg (SNM, τ=2)"]
     results = json.loads(out.read_text())
     assert results["num_images"] == 10 and results["T"] == [1, 2, 4]
     assert [m["method"] for m in results["methods"]] == ["qcfs", "neg", "srp", "srp+neg"]
     assert all(set(m["accuracy"]) == {"1", "2", "4"} for m in results["methods"])
+    assert all(m["chunk_used"] is None for m in results["methods"])   # no --chunk, no budget: all at once
+    assert_run_metadata(results, argv, batch_size=4, neg_rule="snm")
     assert (fake_cifar / "res" / "r.png").stat().st_size > 1000
 
 
@@ -105,7 +111,13 @@ def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsy
                            "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
                            "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
                            "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    rows = json.loads(out.read_text())["methods"]
+    chunks = [m["chunk_used"] for m in rows]
+    assert all(1 <= c <= 4 for c in chunks), chunks   # chosen under the budget, at most max(T) (τ=2 < 4)
+    budget_lines = [line for line in captured.err.splitlines() if line.startswith("memory budget 2GB: ")]
+    assert len(budget_lines) == 1 and all(str(c) in budget_lines[0] for c in chunks)
     assert "method=qcfs T=4" in printed and "method=srp+neg T=4 tau=2" in printed
     report = json.loads((fake_cifar / "an" / "r_analysis.json").read_text())
     assert report["images"] == 3 and [m["method"] for m in report["methods"]] == ["qcfs", "srp+neg"]

@@ -137,6 +137,46 @@ def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
     print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
 
 
+def run_metadata(args, argv: Optional[List[str]] = None) -> dict:
+    """What every tool records beside its results, so a JSON file says how it was made: versions
+    of sjconv, torch and SpikingJelly, the command line (``sys.argv``; when ``main`` was called
+    with an explicit ``argv``, the program name followed by that list), the UTC start time (ISO
+    8601), the batch size and the negative-spike rule (the tool's options, where it has them)."""
+    import datetime
+    import importlib.metadata
+
+    from .. import __version__
+
+    try:
+        spikingjelly = importlib.metadata.version("spikingjelly")
+    except importlib.metadata.PackageNotFoundError:   # e.g. a source checkout on PYTHONPATH
+        import spikingjelly as sj
+
+        spikingjelly = getattr(sj, "__version__", "unknown")
+    meta = {"versions": {"sjconv": __version__, "torch": torch.__version__, "spikingjelly": spikingjelly},
+            "command": list(sys.argv) if argv is None else sys.argv[:1] + list(argv),
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for option in ("batch_size", "neg_rule"):
+        if hasattr(args, option):
+            meta[option] = getattr(args, option)
+    return meta
+
+
+def report_chunks(args, results: dict) -> None:
+    """Under ``--memory-budget``, say once on stderr how many time steps per call the budget
+    allowed (per method where they differ), as recorded in each row's ``chunk_used``."""
+    if args.memory_budget is None:
+        return
+    chunks = {row["label"]: row["chunk_used"] for row in results["methods"]}
+    shown = {"all" if c is None else c for c in chunks.values()}
+    if len(shown) == 1:
+        detail = f"{shown.pop()} time steps per call"
+    else:
+        detail = "time steps per call: " + ", ".join(f"{'all' if c is None else c} ({label})"
+                                                     for label, c in chunks.items())
+    print(f"memory budget {args.memory_budget}: {detail}", file=sys.stderr)
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback.
     On Ctrl-C (exit 130) the line says which files this run wrote, if any (they are complete:

@@ -19,7 +19,8 @@ from ..models import small_cnn
 from ..neurons import METHODS
 from ..train import fit
 from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
-                     check_simulation_args, check_writable, positive_int, resolve_device, run_cli)
+                     check_simulation_args, check_writable, positive_int, report_chunks, resolve_device,
+                     run_cli, run_metadata)
 
 
 def parse_args(argv=None):
@@ -43,7 +44,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run(args):
+def run(args, argv=None):
+    """Train, convert and evaluate as ``args`` say: ``(results, model, test_loader, device)``;
+    ``argv`` only goes into the results' metadata (see :func:`run_metadata`)."""
+    meta = run_metadata(args, argv)
     check_simulation_args(args)
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
@@ -70,13 +74,14 @@ def run(args):
     results.update({"dataset": "sklearn-digits", "arch": "small_cnn", "L": args.L, "seed": args.seed,
                     "epochs": args.epochs, "train_images": len(train_set), "num_images": len(test_set),
                     "train_seconds": round(train_seconds, 3), "final_train_loss": round(history[-1]["loss"], 5),
-                    "device": str(device)})
+                    "device": str(device), **meta})
     return results, model, test_loader, device
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results, model, test_loader, device = run(args)
+    results, model, test_loader, device = run(args, argv)
+    report_chunks(args, results)
     print(f"ANN test accuracy: {results['ann_accuracy']:.2f}% "
           f"({results['num_images']} test images, trained {results['train_seconds']:.1f}s)")
     print(results_table(results, "Digits"))

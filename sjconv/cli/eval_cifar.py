@@ -19,7 +19,8 @@ from ..data import DATASETS, display_name, get_dataset, limited, loader, num_cla
 from ..errors import ConfigError, SjconvError
 from ..experiment import results_table, run_methods, save_results
 from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
-                     check_simulation_args, check_writable, positive_int, resolve_device, run_cli)
+                     check_simulation_args, check_writable, positive_int, report_chunks, resolve_device,
+                     run_cli, run_metadata)
 
 
 def parse_args(argv=None):
@@ -50,6 +51,7 @@ def check_download_alone(download: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    meta = run_metadata(args, argv)
     # everything a user can get wrong is checked before the process group starts, so under
     # torchrun every process stops with the same one-line error instead of waiting for the others
     check_simulation_args(args)
@@ -76,9 +78,10 @@ def main(argv=None) -> int:
                               f"but the test set holds {len(test_set)}")
         results.update({"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                         "L": args.L, "device": str(device), "world_size": ctx.world_size,
-                        "seconds": round(time.perf_counter() - started, 3)})
+                        "seconds": round(time.perf_counter() - started, 3), **meta})
         if not ctx.is_main:
             return 0
+        report_chunks(args, results)
         title = display_name(args.dataset)
         print(results_table(results, title), flush=True)
         save_results(results, args.out, plot, f"{args.arch} on {title}")

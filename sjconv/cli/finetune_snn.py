@@ -60,8 +60,9 @@ def main(argv=None) -> int:
     from ..finetune import ann_state_dict, finetune
     from ..neurons import METHODS, resolve
     from ..report import atomic_path, write_json
-    from .common import check_writable, resolve_device
+    from .common import check_writable, resolve_device, run_metadata
 
+    meta = run_metadata(args, argv)
     record = METHODS[args.method]
     if args.tau is not None and (args.tau < 0 or not record.prerun):
         raise ConfigError(f"--tau must be >= 0 and applies to methods with a pre-run, got {args.tau} "
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     write_json(log, {"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                      "method": args.method, "tau": snn.tau, "neg_rule": args.neg_rule, "T": args.steps,
                      "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "loss": args.loss,
-                     "lam": args.lam, "train_images": len(train_set), "history": history})
+                     "lam": args.lam, "train_images": len(train_set), "history": history, **meta})
     for row in history:
         print(json.dumps(row), file=sys.stderr)
     print(f"wrote {args.out} (official QCFS state_dict) and {log}", file=sys.stderr)
