@@ -200,3 +200,29 @@ def test_interrupt_names_what_was_written(stage, fake_cifar, tiny_checkpoint, ca
     else:
         assert last == f"interrupted: wrote {out.with_suffix('.png')}, {out}"
         assert out.exists() and out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits", "finetune_snn"])
+def test_help_states_each_default_once(tool, capsys):
+    """Every tool uses cli.common.HelpFormatter: no option's help says '(default:' twice (the
+    formatter's and a hand-written one), and options with a value show it."""
+    import importlib
+    import re
+
+    module = importlib.import_module(f"sjconv.cli.{tool}")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    blocks, current = {}, None
+    for line in text.splitlines():   # an option's block: its "  --name" line and the lines under it
+        match = re.match(r"^  (-[-\w]+)", line)
+        if match:
+            current = match.group(1)
+            blocks[current] = ""
+        if current:
+            blocks[current] += " " + line.strip()
+    assert blocks, text
+    for option, help_text in blocks.items():
+        assert help_text.count("(default:") <= 1, (option, help_text)
+    assert "(default:" in blocks["--batch-size"] and "(default:" in blocks["--seed" if tool != "eval_cifar" else "--L"]
+    assert "(default:" not in blocks["--no-progress"]   # a flag's False is not stated

@@ -13,6 +13,21 @@ from ..neurons import BACKENDS, METHODS, PRERUNS, check_backend
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The help layout of every tool: each option's default once, written by this class, unless
+    the help text states it itself (``(default: ...)``, when the value alone would not explain
+    it) or there is nothing to state (a default of None or False: a flag, or "not given").
+    Lists are shown as they are typed: ``(default: 1 2 4)``."""
+
+    def _get_help_string(self, action):
+        text, default = action.help or "", action.default
+        if ("(default" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -26,33 +41,33 @@ def positive_int(text: str) -> int:
 def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
     """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
     parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
-                        help="conversion methods, one table row each (default: %(default)s)")
+                        help="conversion methods, one table row each")
     prerun_methods = [m for m, r in METHODS.items() if r.prerun]
     defaults = ", ".join(f"{k.name} {k.default_steps}" for k in PRERUNS.values())
     parser.add_argument("--tau", default=None, metavar="STEPS",
                         help=f"pre-run steps of {', '.join(prerun_methods)} (τ for SRP, ρ for COS), not counted "
                              f"in T (default: each method's own: {defaults})")
     parser.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs",
-                        help="negative-spike rule of the signed methods (default: qcfs)")
+                        help="negative-spike rule of the signed methods")
     parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
-                        help="time steps to report; one run of max(T) per batch (default: 1 2 4 ... 64)")
+                        help="time steps to report; one run of max(T) per batch")
     parser.add_argument("--step-mode", choices=["m", "s"], default="m",
-                        help="'m': T folded into the batch; 's': one step per call (default: m)")
+                        help="'m': T folded into the batch; 's': one step per call")
     parser.add_argument("--chunk", type=positive_int, default=None,
                         help="in 'm' mode, simulate at most this many steps per call (default: all)")
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
                         help="e.g. 24GB: multi-step mode simulates the largest chunk of steps that fits, "
                              "and on CUDA the process is capped at SIZE (default: no budget)")
     parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                        help="neuron backend (default: torch)")
+                        help="neuron backend")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="test images per simulated batch")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--analyze", action="store_true",
                         help="also write per-layer firing rates, unevenness-error cases, errors vs T and "
                              "operation counts (JSON + PNG) for every method")
     parser.add_argument("--analyze-images", type=positive_int, default=64,
-                        help="test images used by --analyze (default: 64)")
+                        help="test images used by --analyze")
 
 
 def check_simulation_args(args) -> None:

@@ -18,19 +18,19 @@ from ..experiment import finetuned_rows, results_table, run_methods, save_result
 from ..models import small_cnn
 from ..neurons import METHODS
 from ..train import fit
-from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
-                     check_simulation_args, check_writable, positive_int, report_chunks, resolve_device,
-                     run_cli, run_metadata)
+from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
+                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
+                     resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=30)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--epochs", type=positive_int, default=30, help="ANN training epochs")
     p.add_argument("--L", type=positive_int, default=4, help="QCFS quantization levels")
     p.add_argument("--width", type=positive_int, default=32, help="channels of the first conv layers")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (cosine schedule)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the shuffle")
     p.add_argument("--out", default="results/digits", help="output prefix: writes PREFIX.json and PREFIX.png")
     add_simulation_args(p, default_methods=tuple(METHODS))
     ft = p.add_argument_group("fine-tuning in SNN mode (adds rows marked '+ FT')")
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     ft.add_argument("--finetune-methods", nargs="+", default=["qcfs", "neg"], choices=list(METHODS),
                     help="methods to fine-tune")
     ft.add_argument("--finetune-T", type=positive_int, default=4, help="training time steps")
-    ft.add_argument("--finetune-epochs", type=positive_int, default=2)
+    ft.add_argument("--finetune-epochs", type=positive_int, default=2, help="fine-tuning epochs")
     ft.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate")
     p.set_defaults(batch_size=64)
     return p.parse_args(argv)

@@ -18,14 +18,14 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, display_name, get_dataset, limited, loader, num_classes
 from ..errors import ConfigError, SjconvError
 from ..experiment import results_table, run_methods, save_results
-from .common import (add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
-                     check_simulation_args, check_writable, positive_int, report_chunks, resolve_device,
-                     run_cli, run_metadata)
+from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
+                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
+                     resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--arch", required=True, choices=list(models.ARCHS), help="QCFS architecture")
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/val (one folder per class)")
