@@ -10,6 +10,7 @@ checkpoint (official format) and the training state beside it (``--resume`` cont
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -45,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, metavar="STATE",
                    help="continue from a training state (the OUT.state.pth written beside a checkpoint)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loading worker processes (at most the machine's cores, which torch warns about)")
     p.add_argument("--limit", type=positive_int, default=None, help="train/test on the first N images only")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialization and of every epoch's shuffle")
     p.add_argument("--out", required=True, help="checkpoint path (model.state_dict(), saved every epoch; "
