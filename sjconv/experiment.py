@@ -4,6 +4,7 @@ Shared by the CIFAR command line and the digits demo, so both print the same tab
 the same JSON and plot.
 """
 
+import contextlib
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -13,7 +14,23 @@ from .convert import convert
 from .errors import ConfigError
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
-from .simulate import accuracies, count_correct, count_correct_ann
+from .simulate import _device_of, accuracies, count_correct, count_correct_ann
+
+
+@contextlib.contextmanager
+def _borrowed(ann: nn.Module, device):
+    """Lend the caller's ANN to an experiment: on ``device`` and in eval mode inside the block,
+    back on its own device with every module's own train/eval mode afterwards (even on error),
+    as :func:`sjconv.simulate.count_correct_ann` leaves the mode. The converted networks are
+    copies, so they stay where they were made."""
+    original = _device_of(ann)
+    modes = [(module, module.training) for module in ann.modules()]
+    try:
+        yield ann.to(device).eval()
+    finally:
+        ann.to(original)
+        for module, training in modes:
+            module.training = training
 
 
 def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
@@ -38,8 +55,11 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
     Returns a JSON-ready dict: ``ann_accuracy``, ``T``, ``num_images`` and ``methods`` (a list of
-    ``{method, label, tau, neg_rule, accuracy: {T: %}, seconds}``). Methods with a pre-run (SRP,
+    ``{method, label, tau, neg_rule, accuracy: {T: %}, chunk_used, seconds}``; ``chunk_used``: the
+    time steps per network call, see :func:`sjconv.simulate.count_correct`). Methods with a pre-run (SRP,
     COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods.
+    The ANN runs on ``device`` in eval mode and is given back on its own device and in its own
+    train/eval modes.
 
     Accuracies are computed from integer counts. With ``reduce`` (e.g.
     :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
@@ -47,18 +67,18 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     single-process figures (docs/methods.md §11).
     """
     reduce = reduce or _single_process
-    ann = ann.to(device).eval()
-    started = time.perf_counter()
-    ann_correct, total = reduce(list(count_correct_ann(ann, loader, device=device, progress=progress)))
-    results = {"T": list(steps), "step_mode": step_mode, "backend": backend, "chunk": chunk,
-               "memory_budget": memory_budget,
-               "ann_accuracy": accuracies({0: ann_correct}, total)[0],
-               "ann_seconds": round(time.perf_counter() - started, 3), "num_images": total, "methods": []}
-    for method in methods:
-        snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
-        row = _row(method, snn, neg_rule)
-        results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget,
-                                             reduce))
+    with _borrowed(ann, device) as ann:
+        started = time.perf_counter()
+        ann_correct, total = reduce(list(count_correct_ann(ann, loader, device=device, progress=progress)))
+        results = {"T": list(steps), "step_mode": step_mode, "backend": backend, "chunk": chunk,
+                   "memory_budget": memory_budget,
+                   "ann_accuracy": accuracies({0: ann_correct}, total)[0],
+                   "ann_seconds": round(time.perf_counter() - started, 3), "num_images": total, "methods": []}
+        for method in methods:
+            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
+            row = _row(method, snn, neg_rule)
+            results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget,
+                                                 reduce))
     return results
 
 
@@ -72,12 +92,13 @@ def _evaluated(row: Dict, snn, loader, steps, device, chunk, progress, memory_bu
     """``row`` with the accuracy after every T in ``steps`` (counts summed by ``reduce`` over the
     processes' shards, if given) and the seconds it took."""
     started = time.perf_counter()
+    info = {}
     correct, count = count_correct(snn, loader, T=steps, device=device, chunk=chunk, progress=progress,
-                                   desc=row["label"], memory_budget=memory_budget)
+                                   desc=row["label"], memory_budget=memory_budget, info=info)
     summed = reduce(list(correct.values()) + [count])
     accuracy = accuracies(dict(zip(correct, summed[:-1])), summed[-1])
     return {**row, "accuracy": {str(t): round(a, 4) for t, a in accuracy.items()},
-            "seconds": round(time.perf_counter() - started, 3)}
+            "chunk_used": info["chunk_used"], "seconds": round(time.perf_counter() - started, 3)}
 
 
 def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable, methods: Sequence[str],
@@ -93,20 +114,21 @@ def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable
 
     from .finetune import finetune, load_into_ann
 
-    ann = ann.to(device).eval()
     rows = []
-    for method in methods:
-        trainable = _convert_method(ann, method, tau, "m", "torch", neg_rule)
-        started = time.perf_counter()
-        history = finetune(trainable, train_loader, train_T, epochs, lr=lr, loss=loss, lam=lam, device=device,
-                           progress=progress, desc=f"fine-tune {method}")
-        settings = {"T": train_T, "epochs": epochs, "lr": lr, "loss": loss, "lam": lam if loss == "tet" else 0.0,
-                    "seconds": round(time.perf_counter() - started, 3), "history": history}
-        tuned = load_into_ann(copy.deepcopy(ann), trainable)
-        snn = _convert_method(tuned, method, tau, step_mode, backend, neg_rule)
-        row = _row(method, snn, neg_rule)
-        row.update(label=f"{row['label']} + FT (T={train_T}, {epochs} ep)", finetuned=True, finetune=settings)
-        rows.append(_evaluated(row, snn, test_loader, steps, device, chunk, progress, memory_budget))
+    with _borrowed(ann, device) as ann:
+        for method in methods:
+            trainable = _convert_method(ann, method, tau, "m", "torch", neg_rule)
+            started = time.perf_counter()
+            history = finetune(trainable, train_loader, train_T, epochs, lr=lr, loss=loss, lam=lam, device=device,
+                               progress=progress, desc=f"fine-tune {method}")
+            settings = {"T": train_T, "epochs": epochs, "lr": lr, "loss": loss,
+                        "lam": lam if loss == "tet" else 0.0, "seconds": round(time.perf_counter() - started, 3),
+                        "history": history}
+            tuned = load_into_ann(copy.deepcopy(ann), trainable)
+            snn = _convert_method(tuned, method, tau, step_mode, backend, neg_rule)
+            row = _row(method, snn, neg_rule)
+            row.update(label=f"{row['label']} + FT (T={train_T}, {epochs} ep)", finetuned=True, finetune=settings)
+            rows.append(_evaluated(row, snn, test_loader, steps, device, chunk, progress, memory_budget))
     return rows
 
 
@@ -145,18 +167,18 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
     ``PREFIX_analysis.json`` and per-method PNGs ``PREFIX_<method>_{rates,cases,error_vs_T}.png``."""
     from . import analysis
 
-    ann = ann.to(device).eval()
     images = images.to(device)
     report = {"images": int(images.shape[0]), "T": max(steps), "methods": []}
-    for method in methods:
-        snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
-        result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
-        errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
-        print(analysis.format_layer_table(result))
-        print()
-        result["label"] = _row(method, snn, neg_rule)["label"]
-        result["error_vs_T"] = errors
-        report["methods"].append(result)
-        analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")
+    with _borrowed(ann, device) as ann:
+        for method in methods:
+            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
+            result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
+            errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
+            print(analysis.format_layer_table(result))
+            print()
+            result["label"] = _row(method, snn, neg_rule)["label"]
+            result["error_vs_T"] = errors
+            report["methods"].append(result)
+            analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")
     write_json(f"{prefix}_analysis.json", report)
     return report

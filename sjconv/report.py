@@ -4,8 +4,18 @@ import contextlib
 import json
 import os
 import secrets
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional
 
+#: every path :func:`atomic_path` renamed into place in this process, in order (see :func:`written_files`)
+_WRITTEN: List[str] = []
+
+
+def written_files() -> List[str]:
+    """Paths that :func:`atomic_path` has put in place in this process, oldest first (a copy).
+
+    What a tool has written when it is interrupted: the command line compares this list before
+    and after its run, so "nothing was written" is only said when it is true."""
+    return list(_WRITTEN)
 
 
 def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
@@ -57,6 +67,7 @@ def atomic_path(path: str):
     try:
         yield tmp
         os.replace(tmp, path)
+        _WRITTEN.append(path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -97,8 +108,8 @@ def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[in
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:   # the format from ``path``, as the temporary name ends in .tmp
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
 
 
 def rows_from_results(results: Dict) -> Dict[str, Dict[int, float]]:

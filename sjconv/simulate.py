@@ -55,6 +55,17 @@ def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Opti
     return None
 
 
+def _check_finite(images: torch.Tensor) -> None:
+    """Refuse NaN or infinite inputs. A NaN membrane potential never crosses the threshold, so
+    the network would stay silent where the input is undefined and still give finite logits: a
+    wrong accuracy with no sign of the bad data. Checked once per batch, where every simulation
+    (:func:`simulate`, :func:`count_correct`, :mod:`sjconv.analysis`) starts."""
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ConfigError(f"the images contain NaN or inf ({bad} of {images.numel()} values): check the data "
+                          "and its preprocessing")
+
+
 @torch.no_grad()
 def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
                 chunk: Optional[int] = None, memory_budget=None) -> Iterator[torch.Tensor]:
@@ -69,6 +80,7 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     """
     if T < 1:
         raise ConfigError(f"T must be >= 1, got {T}")
+    _check_finite(images)
     net, tau = _net_and_tau(snn, tau)
     mode = step_mode_of(net)
     chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
@@ -111,7 +123,7 @@ def _count_correct(snn, images, labels, steps: Sequence[int], tau, chunk) -> Dic
 def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
              device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
              chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN",
-             memory_budget=None) -> Dict[int, float]:
+             memory_budget=None, info: Optional[Dict] = None) -> Dict[int, float]:
     """Top-1 accuracy (%) after every T in ``T``, from one run of max(T) steps per batch.
 
     Logits are accumulated in float64 step by step in time order, so every step mode and
@@ -119,9 +131,10 @@ def evaluate(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1
     the chunk is chosen on the first batch and kept for the others; if a batch still runs out
     of memory (the footprint is extrapolated from one and two steps), that batch is run again
     from the start with half the chunk, with a warning. An explicit ``chunk`` is never changed.
+    ``info``, if given, receives ``chunk_used`` (see :func:`count_correct`).
     """
     correct, total = count_correct(snn, loader, T, device=device, tau=tau, chunk=chunk, progress=progress,
-                                   desc=desc, memory_budget=memory_budget)
+                                   desc=desc, memory_budget=memory_budget, info=info)
     return accuracies(correct, total)
 
 
@@ -136,11 +149,16 @@ def accuracies(correct: Dict[int, int], total: int) -> Dict[int, float]:
 def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]] = (1, 2, 4, 8, 16, 32, 64),
                   device: Optional[Union[str, torch.device]] = None, tau: Optional[int] = None,
                   chunk: Optional[int] = None, progress: bool = True, desc: str = "SNN",
-                  memory_budget=None) -> Tuple[Dict[int, int], int]:
+                  memory_budget=None, info: Optional[Dict] = None) -> Tuple[Dict[int, int], int]:
     """What :func:`evaluate` measures, as integers: ``({T: correct predictions}, images)``.
 
     Counts, unlike percentages, add up exactly across data shards (docs/methods.md §11); an empty
     loader gives zero counts.
+
+    :param info: a dict that receives ``chunk_used``, the time steps per network call that the
+        run ended with: 1 in 's' mode; in 'm' mode the explicit ``chunk``, or the one chosen under
+        ``memory_budget`` (the smallest, after any halving on running out of memory), or None
+        for all steps in one call. The return value stays a pair for existing callers.
     """
     steps = _as_steps(T)
     device = torch.device(device) if device is not None else _device_of(snn)
@@ -164,6 +182,8 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
         for t in steps:
             correct[t] += hits[t]
         total += labels.numel()
+    if info is not None:
+        info["chunk_used"] = 1 if step_mode_of(net) == "s" else chunk
     return correct, total
 
 

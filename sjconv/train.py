@@ -83,6 +83,8 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
         resume: Optional[Union[str, Mapping]] = None, seed: Optional[int] = None) -> List[Dict]:
     """Train ``model`` in place; returns one dict per epoch run (loss, train accuracy, test accuracy).
 
+    :param progress: show a bar over the epochs and, inside it, one over each epoch's batches
+        with the running loss
     :param on_epoch: called as ``on_epoch(epoch, record)`` after every epoch, on every process
     :param checkpoint: after every epoch rank 0 writes ``model.state_dict()`` there and the
         training state to :func:`training_state_path` (both atomically)
@@ -123,7 +125,10 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
             sampler.set_epoch(epoch)
         net.train()
         total_loss, correct, seen = 0.0, 0, 0
-        for images, labels in train_loader:
+        # a per-batch bar inside the epoch bar: long epochs show progress and the running loss
+        # (this process's share under torchrun, where only rank 0 shows bars)
+        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for images, labels in batches:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
@@ -135,6 +140,7 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
             total_loss += float(loss.detach()) * labels.numel()
             correct += int((logits.argmax(-1) == labels).sum())
             seen += labels.numel()
+            batches.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
         scheduler.step()
         correct, seen = distributed.all_reduce_sum([correct, seen])
         (total_loss,) = distributed.all_reduce_sum([total_loss])

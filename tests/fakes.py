@@ -64,3 +64,18 @@ def vgg16():
     torch.manual_seed(1)
     images = torch.randn(2, 3, 32, 32)
     return calibrate_thresholds(sjconv.models.vgg16(num_classes=10), images), images
+
+
+def assert_run_metadata(record, argv, batch_size=None, neg_rule=None):
+    """``record`` (a results JSON or a fine-tuning log) says how it was made: versions of sjconv,
+    torch and SpikingJelly, the command line ending in ``argv``, a UTC ISO 8601 start time, and
+    the batch size and negative-spike rule it ran with."""
+    import datetime
+
+    assert record["versions"]["sjconv"] == sjconv.__version__
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["spikingjelly"]
+    assert record["command"][1:] == [str(a) for a in argv]
+    started = datetime.datetime.fromisoformat(record["started_utc"])
+    assert started.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - started) < datetime.timedelta(hours=1)
+    assert record["batch_size"] == batch_size and record["neg_rule"] == neg_rule

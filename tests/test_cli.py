@@ -10,23 +10,29 @@ import torch
 
 from sjconv.cli import eval_cifar, train_qcfs
 
+from fakes import assert_run_metadata
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_eval_cifar_smoke(fake_cifar, tiny_checkpoint, capsys):
     out = fake_cifar / "res" / "r.json"
-    code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
-                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "neg", "srp", "srp+neg",
-                           "--tau", "2", "-T", "1", "2", "4", "--limit", "10", "--batch-size", "4",
-                           "--device", "cpu", "--workers", "0", "--out", str(out), "--no-progress"])
+    argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+            "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "neg", "srp", "srp+neg",
+            "--tau", "2", "-T", "1", "2", "4", "--limit", "10", "--batch-size", "4", "--neg-rule", "snm",
+            "--device", "cpu", "--workers", "0", "--out", str(out), "--no-progress"]
+    code = eval_cifar.cli(argv)
     assert code == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split("|")[0].strip() == "CIFAR-10" and "T=0" in table[0]
-    assert [row.split("|")[0].strip() for row in table[1:]] == ["QCFS", "NegSpike", "SRP (τ=2)", "SRP + Neg (τ=2)"]
+    assert [row.split("|")[0].strip() for row in table[1:]] == ["QCFS", "NegSpike (SNM)", "SRP (τ=2)",
+                                                                "SRP + Neg (SNM, τ=2)"]
     results = json.loads(out.read_text())
     assert results["num_images"] == 10 and results["T"] == [1, 2, 4]
     assert [m["method"] for m in results["methods"]] == ["qcfs", "neg", "srp", "srp+neg"]
     assert all(set(m["accuracy"]) == {"1", "2", "4"} for m in results["methods"])
+    assert all(m["chunk_used"] is None for m in results["methods"])   # no --chunk, no budget: all at once
+    assert_run_metadata(results, argv, batch_size=4, neg_rule="snm")
     assert (fake_cifar / "res" / "r.png").stat().st_size > 1000
 
 
@@ -105,7 +111,13 @@ def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsy
                            "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
                            "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
                            "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    rows = json.loads(out.read_text())["methods"]
+    chunks = [m["chunk_used"] for m in rows]
+    assert all(1 <= c <= 4 for c in chunks), chunks   # chosen under the budget, at most max(T) (τ=2 < 4)
+    budget_lines = [line for line in captured.err.splitlines() if line.startswith("memory budget 2GB: ")]
+    assert len(budget_lines) == 1 and all(str(c) in budget_lines[0] for c in chunks)
     assert "method=qcfs T=4" in printed and "method=srp+neg T=4 tau=2" in printed
     report = json.loads((fake_cifar / "an" / "r_analysis.json").read_text())
     assert report["images"] == 3 and [m["method"] for m in report["methods"]] == ["qcfs", "srp+neg"]
@@ -129,3 +141,88 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
     with pytest.raises(SjconvError, match="could not download CIFAR-10 .*--data-dir"):
         cifar_dataset("cifar10", str(tmp_path), download=True)
+
+
+def _files_under(folder):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits"])
+def test_unwritable_output_is_one_line_before_any_work(tool, fake_cifar, tiny_checkpoint, capsys):
+    """An output whose folder cannot exist (an existing *file* stands on its path, which stops
+    root too, unlike a read-only folder) is one error line, exit 2, before any data is loaded or
+    model trained: nothing is written."""
+    from sjconv.cli import demo_digits
+
+    blocker = fake_cifar / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    before = _files_under(fake_cifar)
+    common = ["--device", "cpu", "--no-progress"]
+    data = ["--data-dir", str(fake_cifar / "data"), "--workers", "0", "--limit", "4"]
+    if tool == "eval_cifar":
+        code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4", "-T", "1",
+                               "--out", str(blocker / "r.json"), *data, *common])
+    elif tool == "train_qcfs":
+        code = train_qcfs.cli(["--arch", "resnet20", "--epochs", "1", "--L", "4", "--out", str(blocker / "c.pth"),
+                               *data, *common])
+    else:
+        code = demo_digits.cli(["--epochs", "1", "-T", "1", "--method", "qcfs", "--analyze",
+                                "--out", str(blocker / "sub" / "digits"), *common])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: cannot write") and f"{blocker} is a file" in lines[0]
+    assert _files_under(fake_cifar) == before
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stage", ["evaluation", "analysis"])
+def test_interrupt_names_what_was_written(stage, fake_cifar, tiny_checkpoint, capsys, monkeypatch):
+    """Ctrl-C during the evaluation: nothing was written; during ``--analyze``, after the results:
+    the line names the JSON and the plot already in place. Exit status 130 either way."""
+    import sjconv.experiment
+
+    if stage == "evaluation":
+        monkeypatch.setattr(eval_cifar, "run_methods", _interrupt)
+    else:
+        monkeypatch.setattr(sjconv.experiment, "analyze_methods", _interrupt)
+    out = fake_cifar / "int" / "r.json"
+    code = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4", "-T", "1",
+                           "--data-dir", str(fake_cifar / "data"), "--limit", "4", "--workers", "0",
+                           "--device", "cpu", "--analyze", "--out", str(out), "--no-progress"])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert code == 130
+    if stage == "evaluation":
+        assert last == "interrupted: nothing was written" and not out.exists()
+    else:
+        assert last == f"interrupted: wrote {out.with_suffix('.png')}, {out}"
+        assert out.exists() and out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits", "finetune_snn"])
+def test_help_states_each_default_once(tool, capsys):
+    """Every tool uses cli.common.HelpFormatter: no option's help says '(default:' twice (the
+    formatter's and a hand-written one), and options with a value show it."""
+    import importlib
+    import re
+
+    module = importlib.import_module(f"sjconv.cli.{tool}")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    blocks, current = {}, None
+    for line in text.splitlines():   # an option's block: its "  --name" line and the lines under it
+        match = re.match(r"^  (-[-\w]+)", line)
+        if match:
+            current = match.group(1)
+            blocks[current] = ""
+        if current:
+            blocks[current] += " " + line.strip()
+    assert blocks, text
+    for option, help_text in blocks.items():
+        assert help_text.count("(default:") <= 1, (option, help_text)
+    assert "(default:" in blocks["--batch-size"] and "(default:" in blocks["--seed" if tool != "eval_cifar" else "--L"]
+    assert "(default:" not in blocks["--no-progress"]   # a flag's False is not stated

@@ -4,6 +4,8 @@ import json
 
 from sjconv.cli import demo_digits
 
+from fakes import assert_run_metadata
+
 
 def test_demo_reduced_run(tmp_path, capsys):
     prefix = tmp_path / "digits"
@@ -31,4 +33,5 @@ def test_demo_is_reproducible(tmp_path):
         runs.append(json.loads((tmp_path / f"{name}.json").read_text()))
     for key in ("ann_accuracy", "final_train_loss"):
         assert runs[0][key] == runs[1][key]
+    assert_run_metadata(runs[1], args + ["--out", str(tmp_path / "b")], batch_size=64, neg_rule="qcfs")
     assert [m["accuracy"] for m in runs[0]["methods"]] == [m["accuracy"] for m in runs[1]["methods"]]

@@ -191,11 +191,14 @@ def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint
 
     from sjconv.cli import eval_cifar, finetune_snn
 
+    from fakes import assert_run_metadata
+
     out = fake_cifar / "ft" / "r20_ft.pth"
-    code = finetune_snn.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
-                             "--data-dir", str(fake_cifar / "data"), "--method", "neg", "-T", "2", "--epochs", "1",
-                             "--lr", "1e-2", "--batch-size", "6", "--workers", "0", "--device", "cpu",
-                             "--no-progress", "--out", str(out)])
+    argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+            "--data-dir", str(fake_cifar / "data"), "--method", "neg", "-T", "2", "--epochs", "1",
+            "--lr", "1e-2", "--batch-size", "6", "--workers", "0", "--device", "cpu",
+            "--no-progress", "--out", str(out)]
+    code = finetune_snn.cli(argv)
     assert code == 0, capsys.readouterr().err
     state = torch.load(out, weights_only=True)
     before = torch.load(tiny_checkpoint, weights_only=True)
@@ -205,6 +208,7 @@ def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint
     sjconv.load_checkpoint(model, str(out))
     log = json.loads((fake_cifar / "ft" / "r20_ft.json").read_text())
     assert log["method"] == "neg" and log["T"] == 2 and len(log["history"]) == 1
+    assert_run_metadata(log, argv, batch_size=6, neg_rule="qcfs")
     res = fake_cifar / "ft" / "eval.json"
     assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(out), "--L", "4", "--data-dir",
                            str(fake_cifar / "data"), "--method", "neg", "-T", "1", "2", "--batch-size", "6",

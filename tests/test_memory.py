@@ -143,12 +143,14 @@ def test_out_of_memory_under_a_budget_halves_the_chunk_and_reruns_the_batch(resn
     loader = [(images, torch.arange(4)), (images.flip(0), torch.arange(4))]
     want = sjconv.evaluate(snn, loader, [1, 5, 12], progress=False)
     handle, calls = _oom_above(snn, images, 3)
+    info = {}
     try:
         with pytest.warns(RuntimeWarning) as record:
-            got = sjconv.evaluate(snn, loader, [1, 5, 12], progress=False, memory_budget="1TB")
+            got = sjconv.evaluate(snn, loader, [1, 5, 12], progress=False, memory_budget="1TB", info=info)
     finally:
         handle.remove()
     assert got == want
+    assert info["chunk_used"] == 3   # the chunk the run ended with: the smallest, after halving
     assert [str(w.message).split(";")[0] for w in record] == [
         "out of memory with 12 time steps per call under the memory budget",
         "out of memory with 6 time steps per call under the memory budget"]

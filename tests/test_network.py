@@ -213,3 +213,23 @@ def test_evaluate_reports_every_T_from_one_pass(resnet20):
         assert acc[t] == pytest.approx(100.0 * float((pred == labels).float().mean()))
     assert sjconv.evaluate_ann(ann, loader, progress=False) == pytest.approx(
         100.0 * float((ann(images).argmax(-1) == labels).float().mean()))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("method", ["qcfs", "srp+neg"])
+def test_nan_or_inf_images_are_refused(resnet20, bad, method):
+    """A NaN potential never crosses θ, so undefined inputs would silently give finite logits;
+    simulate, evaluate (and count_correct, on a later batch too) refuse them instead."""
+    from sjconv.errors import ConfigError
+
+    ann, images = resnet20
+    snn = sjconv.convert(ann, method)
+    poisoned = images.clone()
+    poisoned[1, 0, 5, 7] = bad
+    with pytest.raises(ConfigError, match="images contain NaN or inf"):
+        sjconv.simulate(snn, poisoned, T=2)
+    labels = torch.tensor([0, 1, 2])
+    loader = [(images, labels), (poisoned, labels)]
+    with pytest.raises(ConfigError, match="images contain NaN or inf"):
+        sjconv.evaluate(snn, loader, T=[1, 2], progress=False)
+    assert set(sjconv.evaluate(snn, loader[:1], T=[1, 2], progress=False)) == {1, 2}   # clean data still runs

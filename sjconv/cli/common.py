@@ -13,6 +13,21 @@ from ..neurons import BACKEND_TABLE, BACKENDS, METHODS, PRERUNS, check_backend, 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The help layout of every tool: each option's default once, written by this class, unless
+    the help text states it itself (``(default: ...)``, when the value alone would not explain
+    it) or there is nothing to state (a default of None or False: a flag, or "not given").
+    Lists are shown as they are typed: ``(default: 1 2 4)``."""
+
+    def _get_help_string(self, action):
+        text, default = action.help or "", action.default
+        if ("(default" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -26,34 +41,33 @@ def positive_int(text: str) -> int:
 def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
     """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
     parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
-                        help="conversion methods, one table row each (default: %(default)s)")
+                        help="conversion methods, one table row each")
     prerun_methods = [m for m, r in METHODS.items() if r.prerun]
     defaults = ", ".join(f"{k.name} {k.default_steps}" for k in PRERUNS.values())
     parser.add_argument("--tau", default=None, metavar="STEPS",
                         help=f"pre-run steps of {', '.join(prerun_methods)} (τ for SRP, ρ for COS), not counted "
                              f"in T (default: each method's own: {defaults})")
     parser.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs",
-                        help="negative-spike rule of the signed methods (default: qcfs)")
+                        help="negative-spike rule of the signed methods")
     parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
-                        help="time steps to report; one run of max(T) per batch (default: 1 2 4 ... 64)")
+                        help="time steps to report; one run of max(T) per batch")
     parser.add_argument("--step-mode", choices=["m", "s"], default="m",
-                        help="'m': T folded into the batch; 's': one step per call (default: m)")
+                        help="'m': T folded into the batch; 's': one step per call")
     parser.add_argument("--chunk", type=positive_int, default=None,
                         help="in 'm' mode, simulate at most this many steps per call (default: all)")
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
                         help="e.g. 24GB (a bare number is GB): multi-step mode simulates the largest chunk of "
                              "steps that fits, and on CUDA the process is capped at SIZE (default: no budget)")
     parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                        help="neuron backend: " + "; ".join(f"{b.name}: {b.summary}" for b in BACKEND_TABLE.values())
-                             + " (default: torch)")
+                        help="neuron backend: " + "; ".join(f"{b.name}: {b.summary}" for b in BACKEND_TABLE.values()))
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="test images per simulated batch")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--analyze", action="store_true",
                         help="also write per-layer firing rates, unevenness-error cases, errors vs T and "
                              "operation counts (JSON + PNG) for every method")
     parser.add_argument("--analyze-images", type=positive_int, default=64,
-                        help="test images used by --analyze (default: 64)")
+                        help="test images used by --analyze")
 
 
 def check_simulation_args(args) -> None:
@@ -74,17 +88,28 @@ def check_simulation_args(args) -> None:
 
 
 def check_writable(*paths: str) -> None:
-    """Every output path can be written: its folder, or the nearest folder above it that exists
-    (outputs create missing folders), is writable. Checked before any work starts."""
+    """Every output path can be written, checked before any work starts so that a bad ``--out``
+    costs nothing: the path is not a folder, and the nearest existing folder on its way (outputs
+    create missing folders) is writable. An existing *file* on the way (``--out results.json/r``)
+    is an error too, since no folder can be created there, whoever runs the tool."""
     import os
 
     for path in paths:
-        folder = os.path.dirname(os.path.abspath(path))
-        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-            folder = os.path.dirname(folder)
-        if not os.access(folder, os.W_OK) or os.path.isdir(path):
-            raise SjconvError(f"cannot write {path}: {folder if not os.path.isdir(path) else path} is "
-                              f"{'a folder' if os.path.isdir(path) else 'not writable'}; choose another output path")
+        if os.path.isdir(path):
+            raise SjconvError(f"cannot write {path}: it is a folder; choose another output path")
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above) and os.path.dirname(above) != above:
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise SjconvError(f"cannot write {path}: {above} is a file, not a folder; choose another output path")
+        if not os.access(above, os.W_OK):
+            raise SjconvError(f"cannot write {path}: {above} is not writable; choose another output path")
+
+
+def analysis_outputs(args, prefix: str) -> List[str]:
+    """What ``--analyze`` writes, for :func:`check_writable`: its JSON (the per-method PNGs go to
+    the same folder), or nothing without ``--analyze``."""
+    return [f"{prefix}_analysis.json"] if args.analyze else []
 
 
 def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
@@ -127,8 +152,53 @@ def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
     print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
 
 
+def run_metadata(args, argv: Optional[List[str]] = None) -> dict:
+    """What every tool records beside its results, so a JSON file says how it was made: versions
+    of sjconv, torch and SpikingJelly, the command line (``sys.argv``; when ``main`` was called
+    with an explicit ``argv``, the program name followed by that list), the UTC start time (ISO
+    8601), the batch size and the negative-spike rule (the tool's options, where it has them)."""
+    import datetime
+    import importlib.metadata
+
+    from .. import __version__
+
+    try:
+        spikingjelly = importlib.metadata.version("spikingjelly")
+    except importlib.metadata.PackageNotFoundError:   # e.g. a source checkout on PYTHONPATH
+        import spikingjelly as sj
+
+        spikingjelly = getattr(sj, "__version__", "unknown")
+    meta = {"versions": {"sjconv": __version__, "torch": torch.__version__, "spikingjelly": spikingjelly},
+            "command": list(sys.argv) if argv is None else sys.argv[:1] + list(argv),
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for option in ("batch_size", "neg_rule"):
+        if hasattr(args, option):
+            meta[option] = getattr(args, option)
+    return meta
+
+
+def report_chunks(args, results: dict) -> None:
+    """Under ``--memory-budget``, say once on stderr how many time steps per call the budget
+    allowed (per method where they differ), as recorded in each row's ``chunk_used``."""
+    if args.memory_budget is None:
+        return
+    chunks = {row["label"]: row["chunk_used"] for row in results["methods"]}
+    shown = {"all" if c is None else c for c in chunks.values()}
+    if len(shown) == 1:
+        detail = f"{shown.pop()} time steps per call"
+    else:
+        detail = "time steps per call: " + ", ".join(f"{'all' if c is None else c} ({label})"
+                                                     for label, c in chunks.items())
+    print(f"memory budget {args.memory_budget}: {detail}", file=sys.stderr)
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
-    """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback."""
+    """Run ``main``; user errors become one line on stderr and exit status 2, not a traceback.
+    On Ctrl-C (exit 130) the line says which files this run wrote, if any (they are complete:
+    every output is written atomically, see :func:`sjconv.report.written_files`)."""
+    from ..report import written_files
+
+    already = len(written_files())
     try:
         return main(argv)
     except SjconvError as exc:
@@ -137,6 +207,8 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
               "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        wrote = written_files()[already:]
+        print(f"interrupted: wrote {', '.join(dict.fromkeys(wrote))}" if wrote else
+              "interrupted: nothing was written", file=sys.stderr)
         return 130
     return 2

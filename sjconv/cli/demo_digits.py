@@ -18,18 +18,19 @@ from ..experiment import finetuned_rows, results_table, run_methods, save_result
 from ..models import small_cnn
 from ..neurons import METHODS
 from ..train import fit
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
-                     positive_int, resolve_device, run_cli)
+from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
+                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
+                     resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=30)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--epochs", type=positive_int, default=30, help="ANN training epochs")
     p.add_argument("--L", type=positive_int, default=4, help="QCFS quantization levels")
     p.add_argument("--width", type=positive_int, default=32, help="channels of the first conv layers")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (cosine schedule)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the shuffle")
     p.add_argument("--out", default="results/digits", help="output prefix: writes PREFIX.json and PREFIX.png")
     add_simulation_args(p, default_methods=tuple(METHODS))
     ft = p.add_argument_group("fine-tuning in SNN mode (adds rows marked '+ FT')")
@@ -37,16 +38,20 @@ def parse_args(argv=None):
     ft.add_argument("--finetune-methods", nargs="+", default=["qcfs", "neg"], choices=list(METHODS),
                     help="methods to fine-tune")
     ft.add_argument("--finetune-T", type=positive_int, default=4, help="training time steps")
-    ft.add_argument("--finetune-epochs", type=positive_int, default=2)
+    ft.add_argument("--finetune-epochs", type=positive_int, default=2, help="fine-tuning epochs")
     ft.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate")
     p.set_defaults(batch_size=64)
     return p.parse_args(argv)
 
 
-def run(args):
+def run(args, argv=None):
+    """Train, convert and evaluate as ``args`` say: ``(results, model, test_loader, device)``;
+    ``argv`` only goes into the results' metadata (see :func:`run_metadata`)."""
+    meta = run_metadata(args, argv)
     check_simulation_args(args)
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
+    check_writable(args.out + ".json", args.out + ".png", *analysis_outputs(args, args.out))
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)
@@ -69,13 +74,14 @@ def run(args):
     results.update({"dataset": "sklearn-digits", "arch": "small_cnn", "L": args.L, "seed": args.seed,
                     "epochs": args.epochs, "train_images": len(train_set), "num_images": len(test_set),
                     "train_seconds": round(train_seconds, 3), "final_train_loss": round(history[-1]["loss"], 5),
-                    "device": str(device)})
+                    "device": str(device), **meta})
     return results, model, test_loader, device
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results, model, test_loader, device = run(args)
+    results, model, test_loader, device = run(args, argv)
+    report_chunks(args, results)
     print(f"ANN test accuracy: {results['ann_accuracy']:.2f}% "
           f"({results['num_images']} test images, trained {results['train_seconds']:.1f}s)")
     print(results_table(results, "Digits"))

@@ -18,13 +18,14 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, display_name, get_dataset, limited, loader, num_classes
 from ..errors import ConfigError, SjconvError
 from ..experiment import results_table, run_methods, save_results
-from .common import (add_simulation_args, analyze_if_asked, apply_memory_budget, check_simulation_args,
-                     positive_int, resolve_device, run_cli)
+from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
+                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
+                     resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--arch", required=True, choices=list(models.ARCHS), help="QCFS architecture")
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/val (one folder per class)")
@@ -50,10 +51,14 @@ def check_download_alone(download: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    meta = run_metadata(args, argv)
     # everything a user can get wrong is checked before the process group starts, so under
     # torchrun every process stops with the same one-line error instead of waiting for the others
     check_simulation_args(args)
     check_download_alone(args.download)
+    prefix = os.path.splitext(args.out)[0]
+    plot = args.plot or prefix + ".png"
+    check_writable(args.out, plot, *analysis_outputs(args, prefix))
     device = distributed.process_device(resolve_device(args.device, args.backend))
     budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))
@@ -73,17 +78,17 @@ def main(argv=None) -> int:
                               f"but the test set holds {len(test_set)}")
         results.update({"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                         "L": args.L, "device": str(device), "world_size": ctx.world_size,
-                        "seconds": round(time.perf_counter() - started, 3)})
+                        "seconds": round(time.perf_counter() - started, 3), **meta})
         if not ctx.is_main:
             return 0
+        report_chunks(args, results)
         title = display_name(args.dataset)
         print(results_table(results, title), flush=True)
-        plot = args.plot or os.path.splitext(args.out)[0] + ".png"
         save_results(results, args.out, plot, f"{args.arch} on {title}")
         print(f"wrote {args.out} and {plot}", file=sys.stderr)
         # the analysis looks at the first test images of the whole set, on rank 0 alone
         analyze_if_asked(args, ann, loader(test_set, args.batch_size, workers=args.workers), steps,
-                         os.path.splitext(args.out)[0], device)
+                         prefix, device)
     return 0
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .common import positive_int, run_cli
+from .common import HelpFormatter, positive_int, run_cli
 
 
 def parse_args(argv=None):
@@ -20,9 +20,9 @@ def parse_args(argv=None):
     from ..finetune import LOSSES, OPTIMIZERS
     from ..neurons import METHODS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--arch", required=True, choices=list(models.ARCHS), help="QCFS architecture")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10", help="training set")
     p.add_argument("--checkpoint", required=True, help="QCFS checkpoint to start from (official v1 or v2)")
     p.add_argument("--L", type=positive_int, default=8, help="QCFS quantization levels the ANN was trained with")
     p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the CIFAR files")
@@ -31,20 +31,20 @@ def parse_args(argv=None):
     p.add_argument("--tau", type=int, default=None, help="pre-run steps of SRP/COS methods (default: the method's)")
     p.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs", help="negative-spike rule (signed methods)")
     p.add_argument("-T", "--steps", type=positive_int, default=2, help="training time steps")
-    p.add_argument("--epochs", type=positive_int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=positive_int, default=3, help="fine-tuning epochs")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
     p.add_argument("--loss", choices=list(LOSSES), default="tet", help="TET or mean-over-steps cross-entropy")
     p.add_argument("--lam", type=float, default=1e-3, help="TET weight of the MSE term")
     p.add_argument("--freeze-weights", action="store_true", help="train the thresholds only")
     p.add_argument("--freeze-thresholds", action="store_true", help="train the weights only")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="training images per step")
     p.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
     p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialization and the shuffle")
     p.add_argument("--out", required=True, help="fine-tuned checkpoint (official QCFS state_dict)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p.parse_args(argv)
 
 
@@ -60,8 +60,9 @@ def main(argv=None) -> int:
     from ..finetune import ann_state_dict, finetune
     from ..neurons import METHODS, resolve
     from ..report import atomic_path, write_json
-    from .common import check_writable, resolve_device
+    from .common import check_writable, resolve_device, run_metadata
 
+    meta = run_metadata(args, argv)
     record = METHODS[args.method]
     if args.tau is not None and (args.tau < 0 or not record.prerun):
         raise ConfigError(f"--tau must be >= 0 and applies to methods with a pre-run, got {args.tau} "
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     write_json(log, {"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                      "method": args.method, "tau": snn.tau, "neg_rule": args.neg_rule, "T": args.steps,
                      "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "loss": args.loss,
-                     "lam": args.lam, "train_images": len(train_set), "history": history})
+                     "lam": args.lam, "train_images": len(train_set), "history": history, **meta})
     for row in history:
         print(json.dumps(row), file=sys.stderr)
     print(f"wrote {args.out} (official QCFS state_dict) and {log}", file=sys.stderr)

@@ -10,6 +10,7 @@ checkpoint (official format) and the training state beside it (``--resume`` cont
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -21,36 +22,37 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, check_same_classes, get_dataset, limited, loader, num_classes
 from ..errors import ConfigError
 from ..train import fit, read_training_state, training_state_path
-from .common import positive_int, resolve_device, run_cli
+from .common import HelpFormatter, check_writable, positive_int, resolve_device, run_cli
 from .eval_cifar import check_download_alone
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--arch", required=True, choices=list(models.ARCHS))
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/train and DATA_DIR/val")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--epochs", type=positive_int, default=300)
+    p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the dataset")
+    p.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
+    p.add_argument("--epochs", type=positive_int, default=300, help="training epochs (length of the cosine schedule)")
     p.add_argument("--L", type=positive_int, default=8, help="QCFS quantization levels")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per process and step")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate at the start of the cosine schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout of VGG models")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: batch-norm statistics over all processes (SyncBatchNorm)")
     p.add_argument("--resume", default=None, metavar="STATE",
                    help="continue from a training state (the OUT.state.pth written beside a checkpoint)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loading worker processes (at most the machine's cores, which torch warns about)")
     p.add_argument("--limit", type=positive_int, default=None, help="train/test on the first N images only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialization and of every epoch's shuffle")
     p.add_argument("--out", required=True, help="checkpoint path (model.state_dict(), saved every epoch; "
                                                 "the training state goes to OUT.state.pth)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p.parse_args(argv)
 
 
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # every check that can fail runs before the process group starts (see eval_cifar.main)
     check_download_alone(args.download)
+    check_writable(args.out, training_state_path(args.out))
     device = distributed.process_device(resolve_device(args.device))
     if args.sync_bn and device.type != "cuda":
         raise ConfigError("--sync-bn needs --device cuda (torch's SyncBatchNorm synchronizes GPU batches only)")
