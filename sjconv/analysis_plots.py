@@ -10,6 +10,7 @@ import math
 from typing import List, Optional
 
 from .analysis import CASES
+from .report import atomic_path
 
 #: legend text of each §7 case (keys of :data:`sjconv.analysis.CASES`)
 CASE_LABELS = {"a0_exact": "a=0, φ=a", "case1": "case 1: a=0, φ>a", "a0_below": "a=0, φ<a",
@@ -139,6 +140,7 @@ def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None,
     for suffix, fig in figures:
         path = f"{path_prefix}_{suffix}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:   # atomic, and listed by report.written_files()
+            fig.savefig(tmp, dpi=100, format="png")
         paths.append(path)
     return paths
