@@ -74,18 +74,19 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
     :param train_weights, train_thresholds: train the synaptic weights / the per-layer θ (freeze either)
     """
     nodes = _check(snn, T, epochs, lr, loss, lam, optimizer)
+    if not (train_weights or train_thresholds):
+        raise ConfigError("nothing to train: train_weights and train_thresholds are both False")
     net, _, tau = unwrap(snn)
     if device is not None:
         snn.to(device)
+    was_trainable = {p: p.requires_grad for p in snn.parameters()}   # before θ becomes a parameter
     for node in nodes:
         node.learnable_threshold(train_thresholds)
     thetas = {id(node.theta) for node in nodes}
     params = [p for p in snn.parameters() if (id(p) in thetas) or train_weights]
-    was_trainable = {p: p.requires_grad for p in snn.parameters()}
+    trained = {id(p) for p in params}
     for p in snn.parameters():
-        p.requires_grad_(id(p) in {id(q) for q in params})
-    if not params:
-        raise ConfigError("nothing to train: train_weights and train_thresholds are both False")
+        p.requires_grad_(id(p) in trained)
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
     device = next(iter(params)).device

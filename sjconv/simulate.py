@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .errors import ConfigError
 from .memory import choose_chunk
 from .neurons import feed_steps, run_prerun, spiking_nodes, step_mode_of, unwrap
+from .neurons.prerun import check_steps
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -36,11 +37,7 @@ def _net_and_tau(snn: nn.Module, tau: Optional[int]):
     """The SpikingJelly network inside ``snn`` and its pre-run steps: ``tau`` when given, else the
     value its nodes carry (raises if they disagree)."""
     net, _, default_tau = unwrap(snn)
-    if tau is None:
-        return net, default_tau
-    if isinstance(tau, bool) or not float(tau).is_integer() or tau < 0:
-        raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {tau!r}")
-    return net, int(tau)
+    return net, (default_tau if tau is None else check_steps(tau))
 
 
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],

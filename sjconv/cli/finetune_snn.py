@@ -57,9 +57,10 @@ def main(argv=None) -> int:
     from ..convert import convert
     from ..data import cifar_dataset, limited, loader, num_classes
     from ..errors import ConfigError
-    from ..finetune import ann_state_dict, finetune
+    from ..finetune import finetune, load_into_ann
     from ..neurons import METHODS, resolve
-    from ..report import atomic_path, write_json
+    from ..report import write_json
+    from ..train import save_state_dict
     from .common import check_writable, resolve_device, run_metadata
 
     meta = run_metadata(args, argv)
@@ -85,9 +86,7 @@ def main(argv=None) -> int:
     history = finetune(snn, train_loader, args.steps, args.epochs, lr=args.lr, loss=args.loss, lam=args.lam,
                        optimizer=args.optimizer, train_weights=not args.freeze_weights,
                        train_thresholds=not args.freeze_thresholds, device=device, progress=not args.no_progress)
-    state = {k: v.cpu() for k, v in ann_state_dict(snn, ann).items()}
-    with atomic_path(args.out) as tmp:
-        torch.save(state, tmp)
+    save_state_dict(load_into_ann(ann, snn).cpu(), args.out)   # the official layout, atomically
     write_json(log, {"arch": args.arch, "dataset": args.dataset, "checkpoint": os.path.abspath(args.checkpoint),
                      "method": args.method, "tau": snn.tau, "neg_rule": args.neg_rule, "T": args.steps,
                      "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "loss": args.loss,

@@ -46,14 +46,17 @@ class PreRunKind:
 
     def check_steps(self, steps) -> int:
         """``steps`` (None: the default) as a whole number >= 0, else a :class:`ConfigError`."""
-        if steps is None:
-            return self.default_steps
-        whole = isinstance(steps, numbers.Integral) or (isinstance(steps, float) and steps.is_integer())
-        if isinstance(steps, bool) or not whole:
-            raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {steps!r}")
-        if steps < 0:
-            raise ConfigError(f"tau (pre-run steps) must be >= 0, got {steps}")
-        return int(steps)
+        return self.default_steps if steps is None else check_steps(steps)
+
+
+def check_steps(steps) -> int:
+    """A pre-run length ``tau`` as an int: a whole number >= 0, else a :class:`ConfigError`."""
+    whole = isinstance(steps, numbers.Integral) or (isinstance(steps, float) and steps.is_integer())
+    if isinstance(steps, bool) or not whole:
+        raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {steps!r}")
+    if steps < 0:
+        raise ConfigError(f"tau (pre-run steps) must be >= 0, got {steps}")
+    return int(steps)
 
 
 #: every pre-run kind, by name
