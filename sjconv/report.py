@@ -21,7 +21,7 @@ def written_files() -> List[str]:
 def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
     """Row label of a method (from the method table), e.g. 'SRP (τ=4)', 'COS + Neg (ρ=4)',
     'NegSpike (SNM)'; a name outside the table is its own label."""
-    from .neurons import METHODS
+    from .catalog import METHODS
 
     record = METHODS.get(method)
     return record.row_label(tau, neg_rule) if record else method
