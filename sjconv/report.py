@@ -1,4 +1,7 @@
-"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots."""
+"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots, and the files a
+run writes: atomic writes, the list of them, the name of a checkpoint's training state.
+
+It imports no torch (matplotlib only when plotting), so the command-line tools use it before torch."""
 
 import contextlib
 import json
@@ -16,6 +19,11 @@ def written_files() -> List[str]:
     What a tool has written when it is interrupted: the command line compares this list before
     and after its run, so "nothing was written" is only said when it is true."""
     return list(_WRITTEN)
+
+
+def training_state_path(checkpoint: str) -> str:
+    """Where the training state of ``checkpoint`` goes: ``run.pth`` -> ``run.state.pth``."""
+    return os.path.splitext(checkpoint)[0] + ".state.pth"
 
 
 def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
