@@ -186,7 +186,7 @@ def test_interrupt_names_what_was_written(stage, fake_cifar, tiny_checkpoint, ca
     import sjconv.experiment
 
     if stage == "evaluation":
-        monkeypatch.setattr(eval_cifar, "run_methods", _interrupt)
+        monkeypatch.setattr(sjconv.experiment, "run_methods", _interrupt)
     else:
         monkeypatch.setattr(sjconv.experiment, "analyze_methods", _interrupt)
     out = fake_cifar / "int" / "r.json"
