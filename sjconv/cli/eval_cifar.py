@@ -50,8 +50,7 @@ def check_download_alone(download: bool) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # everything a user can get wrong is checked before the process group starts, so under
-    # torchrun every process stops with the same one-line error instead of waiting for the others;
-    # the checks that need no torch come before it is imported
+    # torchrun every process stops with the same one-line error instead of waiting for the others
     check_simulation_args(args)
     check_download_alone(args.download)
     prefix = os.path.splitext(args.out)[0]
