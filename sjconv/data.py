@@ -8,23 +8,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from . import catalog
 from .errors import SjconvError
 
-#: name -> (torchvision class name, folder torchvision expects, classes, mean, std) as in QCFS' code
-CIFAR = {
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", 10,
-                (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ("CIFAR100", "cifar-100-python", 100,
-                 tuple(n / 255 for n in (129.3, 124.1, 112.4)), tuple(n / 255 for n in (68.2, 65.4, 70.4))),
-}
-
+#: the CIFAR table (torchvision class, folder, classes, mean, std) and every dataset the tools take,
+#: both in the catalog, where the tools read them without torch
+CIFAR, DATASETS = catalog.CIFAR, catalog.DATASETS
 
 #: ImageNet as the QCFS repository reads it: ImageFolder on train/ and val/, torchvision's statistics
 IMAGENET_CLASSES = 1000
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-#: every dataset the evaluation and training tools take
-DATASETS = tuple(CIFAR) + ("imagenet",)
 
 
 def num_classes(dataset: str) -> int:

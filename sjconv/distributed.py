@@ -1,9 +1,9 @@
 """Several processes on torch.distributed, launched by ``torchrun``, with exact counts (docs/methods.md §11).
 
 torchrun starts one process per GPU (or CPU worker) and tells each its place through the
-environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). This
-module is the one place sjconv reads those: :func:`process_group` starts the process group
-(NCCL on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on the CPU) and ends it on exit.
+environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), which
+:mod:`sjconv.torchrun` reads without torch. :func:`process_group` starts the process group (NCCL
+on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on the CPU) and ends it on exit.
 
 Evaluation must count every test image exactly once: torch's ``DistributedSampler`` pads the
 last shard with repeated images, so :func:`shard` gives each process a contiguous slice of the
@@ -13,7 +13,6 @@ here is the single-process identity, so the same code runs either way.
 """
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Iterator, List, Sequence, Union
 
@@ -22,9 +21,10 @@ import torch.distributed as dist
 from torch.utils.data import Subset
 
 from .errors import ConfigError
+from .torchrun import ENV, env_int, launched, launched_world_size
 
-#: variables torchrun sets for every process it starts
-ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+__all__ = ["ENV", "Context", "launched", "launched_world_size", "process_device", "process_group", "active",
+           "get_rank", "get_world_size", "is_main", "shard_indices", "shard", "all_reduce_sum", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -42,24 +42,6 @@ class Context:
         return self.rank == 0
 
 
-def launched() -> bool:
-    """True when this process was started by torchrun (or another launcher setting its variables)."""
-    return all(name in os.environ for name in ENV)
-
-
-def launched_world_size() -> int:
-    """Processes torchrun started (1 without torchrun); readable before any process group starts."""
-    return _env_int("WORLD_SIZE") if launched() else 1
-
-
-def _env_int(name: str) -> int:
-    try:
-        return int(os.environ[name])
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={os.environ[name]!r} is not a whole number "
-                          "(it is set by torchrun)") from None
-
-
 def process_device(device: Union[str, torch.device]) -> torch.device:
     """The device of this process: under torchrun ``cuda`` becomes ``cuda:LOCAL_RANK``, so K processes
     on a node use its K GPUs; anything else is returned unchanged. Checked before any process
@@ -67,7 +49,7 @@ def process_device(device: Union[str, torch.device]) -> torch.device:
     device = torch.device(device)
     if not launched() or device.type != "cuda":
         return device
-    local = _env_int("LOCAL_RANK")
+    local = env_int("LOCAL_RANK")
     if device.index is not None and device.index != local:
         raise ConfigError(f"device {device} was asked, but under torchrun each process uses cuda:LOCAL_RANK "
                           f"(this one cuda:{local}): pass device 'cuda' and choose GPUs with CUDA_VISIBLE_DEVICES")
@@ -85,7 +67,7 @@ def process_group(device: Union[str, torch.device]) -> Iterator[Context]:
     Without torchrun it yields rank 0 of 1 and starts nothing."""
     device = process_device(device)
     if not launched() or dist.is_initialized():
-        yield Context(get_rank(), get_world_size(), _env_int("LOCAL_RANK") if launched() else 0, device)
+        yield Context(get_rank(), get_world_size(), env_int("LOCAL_RANK") if launched() else 0, device)
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -93,7 +75,7 @@ def process_group(device: Union[str, torch.device]) -> Iterator[Context]:
     else:
         dist.init_process_group(backend="gloo")
     try:
-        yield Context(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK"), device)
+        yield Context(dist.get_rank(), dist.get_world_size(), env_int("LOCAL_RANK"), device)
     finally:
         dist.destroy_process_group()
 

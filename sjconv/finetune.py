@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
+from . import catalog
 from .errors import ConfigError
 from .neurons import feed_steps, run_prerun, spiking_nodes, unwrap
 
-LOSSES = ("tet", "ce")
-OPTIMIZERS = ("sgd", "adam")
+#: losses and optimizers (named in the catalog, where the command line reads them without torch)
+LOSSES, OPTIMIZERS = catalog.LOSSES, catalog.OPTIMIZERS
 
 
 def tet_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, means: float = 1.0) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots."""
+"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots, and the files a
+run writes: atomic writes, the list of them, the name of a checkpoint's training state.
+
+It imports no torch (matplotlib only when plotting), so the command-line tools use it before torch."""
 
 import contextlib
 import json
@@ -18,10 +21,15 @@ def written_files() -> List[str]:
     return list(_WRITTEN)
 
 
+def training_state_path(checkpoint: str) -> str:
+    """Where the training state of ``checkpoint`` goes: ``run.pth`` -> ``run.state.pth``."""
+    return os.path.splitext(checkpoint)[0] + ".state.pth"
+
+
 def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
     """Row label of a method (from the method table), e.g. 'SRP (τ=4)', 'COS + Neg (ρ=4)',
     'NegSpike (SNM)'; a name outside the table is its own label."""
-    from .neurons import METHODS
+    from .catalog import METHODS
 
     record = METHODS.get(method)
     return record.row_label(tau, neg_rule) if record else method

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import ConfigError
-from .report import atomic_path
+from .report import atomic_path, training_state_path
 from .simulate import accuracies, count_correct_ann
 
 #: marks a training-state file (as opposed to a bare checkpoint)
@@ -34,11 +34,6 @@ def save_state_dict(model: nn.Module, path: str) -> None:
     """Save ``model.state_dict()`` (the official QCFS checkpoint format), atomically."""
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-
-
-def training_state_path(checkpoint: str) -> str:
-    """Where the training state of ``checkpoint`` goes: ``run.pth`` -> ``run.state.pth``."""
-    return os.path.splitext(checkpoint)[0] + ".state.pth"
 
 
 def read_training_state(path: str) -> Dict:

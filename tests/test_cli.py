@@ -186,7 +186,7 @@ def test_interrupt_names_what_was_written(stage, fake_cifar, tiny_checkpoint, ca
     import sjconv.experiment
 
     if stage == "evaluation":
-        monkeypatch.setattr(eval_cifar, "run_methods", _interrupt)
+        monkeypatch.setattr(sjconv.experiment, "run_methods", _interrupt)
     else:
         monkeypatch.setattr(sjconv.experiment, "analyze_methods", _interrupt)
     out = fake_cifar / "int" / "r.json"
@@ -226,3 +226,20 @@ def test_help_states_each_default_once(tool, capsys):
         assert help_text.count("(default:") <= 1, (option, help_text)
     assert "(default:" in blocks["--batch-size"] and "(default:" in blocks["--seed" if tool != "eval_cifar" else "--L"]
     assert "(default:" not in blocks["--no-progress"]   # a flag's False is not stated
+
+
+def test_run_cli_turns_out_of_memory_into_one_line(capsys):
+    """torch's OOM error is one ``error:`` line and exit status 2 (``run_cli`` recognises it without
+    importing torch itself); any other exception still propagates."""
+    from sjconv.cli.common import run_cli
+
+    def oom(argv):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def bug(argv):
+        raise RuntimeError("a bug")
+
+    assert run_cli(oom, []) == 2
+    assert capsys.readouterr().err.startswith("error: out of GPU memory: pass --memory-budget")
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli(bug, [])

@@ -203,9 +203,9 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
         except KeyboardInterrupt:
             return []
 
-    monkeypatch.setattr(train_qcfs, "fit", one_epoch_then_stop)
+    monkeypatch.setattr(train_module, "fit", one_epoch_then_stop)   # the tool imports it when it runs
     assert _train(tmp_path, data, tmp_path / "part.pth") == 0 and calls == [1]
-    monkeypatch.setattr(train_qcfs, "fit", real_fit)
+    monkeypatch.setattr(train_module, "fit", real_fit)
     state = torch.load(tmp_path / "part.state.pth", weights_only=True)
     assert state["epoch"] == 1 and state["optimizer"]["state"]   # momentum buffers are saved
     assert _train(tmp_path, data, tmp_path / "part.pth", "--resume", str(tmp_path / "part.state.pth")) == 0

@@ -1,14 +1,19 @@
-"""Pieces shared by the command-line tools: argument types, device checks, error handling."""
+"""Pieces shared by the command-line tools: argument types, device checks, error handling.
+
+The options and their checks read only :mod:`sjconv.catalog`, so a tool prints ``--help`` and
+refuses bad arguments without importing torch; the functions that need torch (devices, memory
+budgets, run metadata, analysis) import it when they are called, after those checks.
+"""
 
 import argparse
 import sys
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
-import torch
-
+from ..catalog import BACKEND_TABLE, BACKENDS, METHODS, NEG_RULES, PRERUNS
 from ..errors import ConfigError, SjconvError
-from ..memory import enforce_budget, parse_memory
-from ..neurons import BACKEND_TABLE, BACKENDS, METHODS, PRERUNS, check_backend, get_backend
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -47,7 +52,7 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
     parser.add_argument("--tau", default=None, metavar="STEPS",
                         help=f"pre-run steps of {', '.join(prerun_methods)} (τ for SRP, ρ for COS), not counted "
                              f"in T (default: each method's own: {defaults})")
-    parser.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs",
+    parser.add_argument("--neg-rule", choices=list(NEG_RULES), default="qcfs",
                         help="negative-spike rule of the signed methods")
     parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
                         help="time steps to report; one run of max(T) per batch")
@@ -112,8 +117,12 @@ def analysis_outputs(args, prefix: str) -> List[str]:
     return [f"{prefix}_analysis.json"] if args.analyze else []
 
 
-def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
+def resolve_device(name: Optional[str], backend: str = "torch") -> "torch.device":
     """The device to run on; clear errors for CUDA, or a CUDA backend, asked on a machine without it."""
+    import torch
+
+    from ..neurons import check_backend, get_backend
+
     needs_cuda = get_backend(backend).needs_cuda
     if needs_cuda and not torch.cuda.is_available():
         raise SjconvError(f"--backend {backend} needs a CUDA GPU and none is visible: use --backend torch")
@@ -131,10 +140,12 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> torch.device:
     return device
 
 
-def apply_memory_budget(args, device: torch.device):
+def apply_memory_budget(args, device: "torch.device"):
     """Validate ``--memory-budget`` and, on CUDA, cap the process at it."""
     if args.memory_budget is None:
         return None
+    from ..memory import enforce_budget, parse_memory
+
     budget = parse_memory(args.memory_budget)
     enforce_budget(budget, device)
     return budget
@@ -159,6 +170,8 @@ def run_metadata(args, argv: Optional[List[str]] = None) -> dict:
     8601), the batch size and the negative-spike rule (the tool's options, where it has them)."""
     import datetime
     import importlib.metadata
+
+    import torch
 
     from .. import __version__
 
@@ -203,7 +216,9 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         return main(argv)
     except SjconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
-    except torch.OutOfMemoryError:
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
         print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
               "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
     except KeyboardInterrupt:
@@ -212,3 +227,10 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
               "interrupted: nothing was written", file=sys.stderr)
         return 130
     return 2
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """``exc`` is torch's out-of-memory error. Only torch raises it, so without torch imported
+    it cannot be one (and the check does not import torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)

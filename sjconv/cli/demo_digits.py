@@ -10,14 +10,8 @@ import argparse
 import sys
 import time
 
-import torch
-
-from ..data import digits_datasets, loader
+from ..catalog import METHODS
 from ..errors import ConfigError
-from ..experiment import finetuned_rows, results_table, run_methods, save_results
-from ..models import small_cnn
-from ..neurons import METHODS
-from ..train import fit
 from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
                      apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
                      resolve_device, run_cli, run_metadata)
@@ -47,11 +41,19 @@ def parse_args(argv=None):
 def run(args, argv=None):
     """Train, convert and evaluate as ``args`` say: ``(results, model, test_loader, device)``;
     ``argv`` only goes into the results' metadata (see :func:`run_metadata`)."""
-    meta = run_metadata(args, argv)
     check_simulation_args(args)
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
     check_writable(args.out + ".json", args.out + ".png", *analysis_outputs(args, args.out))
+    # torch from here on: every check above needed none
+    import torch
+
+    from ..data import digits_datasets, loader
+    from ..experiment import finetuned_rows, run_methods
+    from ..models import small_cnn
+    from ..train import fit
+
+    meta = run_metadata(args, argv)
     device = resolve_device(args.device, args.backend)
     budget = apply_memory_budget(args, device)
     torch.manual_seed(args.seed)
@@ -81,6 +83,8 @@ def run(args, argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     results, model, test_loader, device = run(args, argv)
+    from ..experiment import results_table, save_results
+
     report_chunks(args, results)
     print(f"ANN test accuracy: {results['ann_accuracy']:.2f}% "
           f"({results['num_images']} test images, trained {results['train_seconds']:.1f}s)")

@@ -13,11 +13,9 @@ import os
 import sys
 import time
 
-from .. import distributed, models
-from ..checkpoint import load_checkpoint
-from ..data import DATASETS, display_name, get_dataset, limited, loader, num_classes
+from ..catalog import ARCHS, DATASETS
 from ..errors import ConfigError, SjconvError
-from ..experiment import results_table, run_methods, save_results
+from ..torchrun import launched_world_size
 from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
                      apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
                      resolve_device, run_cli, run_metadata)
@@ -26,7 +24,7 @@ from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analy
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--arch", required=True, choices=list(models.ARCHS), help="QCFS architecture")
+    p.add_argument("--arch", required=True, choices=list(ARCHS), help="QCFS architecture")
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/val (one folder per class)")
     p.add_argument("--checkpoint", required=True, help="QCFS checkpoint (official v1 or v2 state dict)")
@@ -44,14 +42,13 @@ def parse_args(argv=None):
 
 def check_download_alone(download: bool) -> None:
     """Several processes downloading into one folder would overwrite each other's files."""
-    if download and distributed.launched_world_size() > 1:
+    if download and launched_world_size() > 1:
         raise ConfigError("--download under torchrun with several processes: download once without torchrun "
                           "(or with --nproc_per_node=1), then launch without --download")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    meta = run_metadata(args, argv)
     # everything a user can get wrong is checked before the process group starts, so under
     # torchrun every process stops with the same one-line error instead of waiting for the others
     check_simulation_args(args)
@@ -59,6 +56,13 @@ def main(argv=None) -> int:
     prefix = os.path.splitext(args.out)[0]
     plot = args.plot or prefix + ".png"
     check_writable(args.out, plot, *analysis_outputs(args, prefix))
+    # torch from here on: every check above needed none
+    from .. import distributed, models
+    from ..checkpoint import load_checkpoint
+    from ..data import display_name, get_dataset, limited, loader, num_classes
+    from ..experiment import results_table, run_methods, save_results
+
+    meta = run_metadata(args, argv)
     device = distributed.process_device(resolve_device(args.device, args.backend))
     budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))

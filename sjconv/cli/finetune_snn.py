@@ -12,24 +12,22 @@ import json
 import os
 import sys
 
-from .common import HelpFormatter, positive_int, run_cli
+from ..catalog import ARCHS, CIFAR, LOSSES, METHODS, NEG_RULES, OPTIMIZERS, check_method
+from ..errors import ConfigError
+from .common import HelpFormatter, check_writable, positive_int, resolve_device, run_cli, run_metadata
 
 
 def parse_args(argv=None):
-    from .. import models
-    from ..finetune import LOSSES, OPTIMIZERS
-    from ..neurons import METHODS
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--arch", required=True, choices=list(models.ARCHS), help="QCFS architecture")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10", help="training set")
+    p.add_argument("--arch", required=True, choices=list(ARCHS), help="QCFS architecture")
+    p.add_argument("--dataset", choices=list(CIFAR), default="cifar10", help="training set")
     p.add_argument("--checkpoint", required=True, help="QCFS checkpoint to start from (official v1 or v2)")
     p.add_argument("--L", type=positive_int, default=8, help="QCFS quantization levels the ANN was trained with")
     p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the CIFAR files")
     p.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
     p.add_argument("--method", default="qcfs", choices=list(METHODS), help="conversion method to fine-tune")
     p.add_argument("--tau", type=int, default=None, help="pre-run steps of SRP/COS methods (default: the method's)")
-    p.add_argument("--neg-rule", choices=["qcfs", "snm"], default="qcfs", help="negative-spike rule (signed methods)")
+    p.add_argument("--neg-rule", choices=list(NEG_RULES), default="qcfs", help="negative-spike rule (signed methods)")
     p.add_argument("-T", "--steps", type=positive_int, default=2, help="training time steps")
     p.add_argument("--epochs", type=positive_int, default=3, help="fine-tuning epochs")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
@@ -50,31 +48,29 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from .. import models
-    from ..checkpoint import load_checkpoint
-    from ..convert import convert
-    from ..data import cifar_dataset, limited, loader, num_classes
-    from ..errors import ConfigError
-    from ..finetune import finetune, load_into_ann
-    from ..neurons import METHODS, resolve
-    from ..report import write_json
-    from ..train import save_state_dict
-    from .common import check_writable, resolve_device, run_metadata
-
-    meta = run_metadata(args, argv)
     record = METHODS[args.method]
     if args.tau is not None and (args.tau < 0 or not record.prerun):
         raise ConfigError(f"--tau must be >= 0 and applies to methods with a pre-run, got {args.tau} "
                           f"with --method {args.method}")
-    resolve(args.method, args.tau, args.neg_rule)   # --neg-rule snm with an unsigned method: one line, now
+    check_method(args.method, args.tau, args.neg_rule)   # --neg-rule snm with an unsigned method: one line, now
     if not 0 <= args.lam < 1 or not args.lr > 0:
         raise ConfigError(f"--lam must be in [0, 1) and --lr > 0, got --lam {args.lam} --lr {args.lr}")
     if args.freeze_weights and args.freeze_thresholds:
         raise ConfigError("--freeze-weights and --freeze-thresholds together leave nothing to train")
     log = os.path.splitext(args.out)[0] + ".json"
     check_writable(args.out, log)
+    # torch from here on: every check above needed none
+    import torch
+
+    from .. import models
+    from ..checkpoint import load_checkpoint
+    from ..convert import convert
+    from ..data import cifar_dataset, limited, loader, num_classes
+    from ..finetune import finetune, load_into_ann
+    from ..report import write_json
+    from ..train import save_state_dict
+
+    meta = run_metadata(args, argv)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     ann = models.build(args.arch, num_classes=num_classes(args.dataset), L=args.L)

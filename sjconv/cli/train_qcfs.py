@@ -13,15 +13,9 @@ import json
 import os
 import sys
 
-import torch
-import torch.nn as nn
-from torch.utils.data import DistributedSampler
-
-from .. import distributed, models
-from ..checkpoint import load_checkpoint
-from ..data import DATASETS, check_same_classes, get_dataset, limited, loader, num_classes
+from ..catalog import ARCHS, DATASETS
 from ..errors import ConfigError
-from ..train import fit, read_training_state, training_state_path
+from ..report import training_state_path
 from .common import HelpFormatter, check_writable, positive_int, resolve_device, run_cli
 from .eval_cifar import check_download_alone
 
@@ -29,7 +23,7 @@ from .eval_cifar import check_download_alone
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--arch", required=True, choices=list(models.ARCHS))
+    p.add_argument("--arch", required=True, choices=list(ARCHS))
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/train and DATA_DIR/val")
     p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the dataset")
@@ -61,6 +55,16 @@ def main(argv=None) -> int:
     # every check that can fail runs before the process group starts (see eval_cifar.main)
     check_download_alone(args.download)
     check_writable(args.out, training_state_path(args.out))
+    # torch from here on: every check above needed none
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import DistributedSampler
+
+    from .. import distributed, models
+    from ..checkpoint import load_checkpoint
+    from ..data import check_same_classes, get_dataset, limited, loader, num_classes
+    from ..train import fit, read_training_state
+
     device = distributed.process_device(resolve_device(args.device))
     if args.sync_bn and device.type != "cuda":
         raise ConfigError("--sync-bn needs --device cuda (torch's SyncBatchNorm synchronizes GPU batches only)")

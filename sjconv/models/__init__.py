@@ -2,20 +2,17 @@
 
 import inspect
 
+from .. import catalog
 from ..errors import ConfigError
 from .resnet import BasicBlock, ResNet, resnet18, resnet20, resnet34
 from .small import small_cnn
 from .vgg import VGG, vgg11, vgg13, vgg16, vgg19
 
-ARCHS = {
-    "vgg11": vgg11,
-    "vgg13": vgg13,
-    "vgg16": vgg16,
-    "vgg19": vgg19,
-    "resnet18": resnet18,
-    "resnet20": resnet20,
-    "resnet34": resnet34,
-}
+#: every builder of an architecture, named like it
+_BUILDERS = {f.__name__: f for f in (vgg11, vgg13, vgg16, vgg19, resnet18, resnet20, resnet34)}
+
+#: architecture name -> builder; the names and their order are :data:`sjconv.catalog.ARCHS`
+ARCHS = {name: _BUILDERS[name] for name in catalog.ARCHS}
 
 #: options only some architectures have, with the values that mean nothing for a builder without
 #: them, which accepts and ignores these (``ANY``: every value). A shared config can pass dropout=0

@@ -3,8 +3,10 @@ the benchmarks read.
 
 A backend runs all steps of one neuron layer call: ``run(x_seq, v, count, mask, theta, signed,
 neg_rule, record_v) -> (out, v, count, v_seq)``, with the conventions of
-:func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Adding a
-backend is one :class:`Backend` record; a fused one reuses :func:`sjconv.neurons.launch.prepare`
+:func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Its name,
+flags and summary are a :class:`~sjconv.catalog.BackendSpec` in :mod:`sjconv.catalog` (readable
+without torch); this module attaches its ``check`` and ``run``. Adding a backend is one record
+there and its code here; a fused one reuses :func:`sjconv.neurons.launch.prepare`
 (the launch layout) and :func:`sjconv.neurons.kernel_check.ensure_verified` (the bit-exact
 self-check against the rules before its first launch).
 """
@@ -14,27 +16,19 @@ from typing import Callable
 
 import torch
 
+from .. import catalog
 from ..errors import BackendUnavailableError, ConfigError
 from . import torch_backend
 
 
 @dataclass(frozen=True)
-class Backend:
-    """One neuron backend."""
+class Backend(catalog.BackendSpec):
+    """One neuron backend: its record in the catalog and its code."""
 
-    name: str
-    #: runs on CUDA tensors only
-    needs_cuda: bool
-    #: one fused call runs all steps (single steps go through it with T = 1); else a per-step rule
-    fused: bool
-    #: has a backward (fine-tuning); the others refuse inputs or thresholds that need gradients
-    trainable: bool
     #: ``check()`` raises :class:`BackendUnavailableError` (with the fix) if unusable here
     check: Callable[[], None]
     #: ``run(x_seq, v, count, mask, theta, signed, neg_rule, record_v) -> (out, v, count, v_seq)``
     run: Callable
-    #: one line for help texts
-    summary: str
 
 
 def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
@@ -66,16 +60,18 @@ def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     return torch.cat(outs), v, count, torch.stack(v_steps)
 
 
-#: every backend, by name
-BACKEND_TABLE = {b.name: b for b in (
-    Backend("torch", needs_cuda=False, fused=False, trainable=True, check=lambda: None, run=_torch_run,
-            summary="torch operations in place, any device, trainable"),
-    Backend("cupy", needs_cuda=True, fused=True, trainable=False, check=_cupy_check, run=_cupy_run,
-            summary="one fused CUDA kernel launch per layer and call (CuPy), inference only"),
-)}
+#: the code of every backend of the catalog: name -> (check, run)
+_CODE = {
+    "torch": (lambda: None, _torch_run),
+    "cupy": (_cupy_check, _cupy_run),
+}
+
+#: every backend, by name (:data:`sjconv.catalog.BACKEND_TABLE` with its code)
+BACKEND_TABLE = {name: catalog.extend(spec, Backend, check=_CODE[name][0], run=_CODE[name][1])
+                 for name, spec in catalog.BACKEND_TABLE.items()}
 
 #: backend names, in table order
-BACKENDS = tuple(BACKEND_TABLE)
+BACKENDS = catalog.BACKENDS
 
 
 def get_backend(name: str) -> Backend:

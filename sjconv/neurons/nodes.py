@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
+from ..catalog import check_neg_rule
 from ..errors import BackendUnavailableError, ConfigError
 from . import rules
 from .backends import BACKENDS, check_backend, get_backend
@@ -36,15 +37,6 @@ from .prerun import PRERUNS, prerun_kind
 
 __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
            "COSSignedIFNode", "NODE_CLASSES", "BACKENDS", "check_backend", "check_neg_rule"]
-
-def check_neg_rule(neg_rule: str, signed: bool) -> str:
-    """``neg_rule`` must be known, and ``'snm'`` needs a signed node (no other node has negative spikes)."""
-    if neg_rule not in rules.NEG_RULES:
-        raise ConfigError(f"unknown neg_rule '{neg_rule}'; choose one of {', '.join(rules.NEG_RULES)}")
-    if neg_rule != "qcfs" and not signed:
-        raise ConfigError(f"neg_rule='{neg_rule}' is a negative-spike rule: it needs a signed method "
-                          "(neg, srp+neg or cos+neg), not an unsigned one")
-    return neg_rule
 
 
 def _theta_of(v_threshold) -> float:

@@ -21,58 +21,16 @@ What each kind derives (written in :class:`sjconv.neurons.nodes.SpikingNode`):
   multi-step call (``one_call``).
 """
 
-import numbers
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from ..errors import ConfigError
+# the kinds are plain records, kept in the catalog, where the command-line tools read them without torch
+from ..catalog import PRERUNS, PreRunKind, check_steps, prerun_kind
 
-
-@dataclass(frozen=True)
-class PreRunKind:
-    """What one pre-run kind needs from the code that runs a network."""
-
-    name: str
-    #: symbol of its length in table labels (τ for SRP, ρ for COS)
-    symbol: str
-    #: default number of pre-run steps
-    default_steps: int
-    #: every node must receive all pre-run steps in one multi-step call
-    one_call: bool
-
-    def check_steps(self, steps) -> int:
-        """``steps`` (None: the default) as a whole number >= 0, else a :class:`ConfigError`."""
-        return self.default_steps if steps is None else check_steps(steps)
-
-
-def check_steps(steps) -> int:
-    """A pre-run length ``tau`` as an int: a whole number >= 0, else a :class:`ConfigError`."""
-    whole = isinstance(steps, numbers.Integral) or (isinstance(steps, float) and steps.is_integer())
-    if isinstance(steps, bool) or not whole:
-        raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {steps!r}")
-    if steps < 0:
-        raise ConfigError(f"tau (pre-run steps) must be >= 0, got {steps}")
-    return int(steps)
-
-
-#: every pre-run kind, by name
-PRERUNS = {
-    "srp": PreRunKind("srp", "τ", 4, one_call=False),
-    "cos": PreRunKind("cos", "ρ", 4, one_call=True),
-}
-
-
-def prerun_kind(name: Optional[str]) -> Optional[PreRunKind]:
-    if name is None:
-        return None
-    try:
-        return PRERUNS[name]
-    except KeyError:
-        raise ConfigError(f"unknown pre-run kind '{name}'; choose one of {', '.join(PRERUNS)}") from None
+__all__ = ["PRERUNS", "PreRunKind", "check_steps", "prerun_kind", "begin", "end", "run_prerun"]
 
 
 def _nodes(net: nn.Module):

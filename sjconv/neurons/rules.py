@@ -14,11 +14,13 @@ from typing import Optional
 
 import torch
 
+from .. import catalog
+
+#: negative-spike rules of the signed neuron (named in the catalog, readable without torch)
+NEG_RULES = catalog.NEG_RULES
+
 #: SRP keeps a neuron when its residual potential after the pre-run is above this fraction of θ
 SRP_MASK_FRACTION = 1e-3
-
-#: negative-spike rules of the signed neuron
-NEG_RULES = ("qcfs", "snm")
 
 #: COS shift margins (§9), in units of θ: a firing potential a gives ``down = a - 0.999θ`` and a
 #: silent potential b gives ``up = 1.001θ - b``, each used only when it exceeds θ

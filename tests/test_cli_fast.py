@@ -1,0 +1,119 @@
+"""``--help`` and every argument error that needs no torch to detect return before torch or
+SpikingJelly is imported (they cost seconds to load). Each case runs a tool's entry point in a
+fresh interpreter under ``-X importtime`` and checks, from that list, that neither was imported,
+along with the exit status and the message."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = ["eval_cifar", "train_qcfs", "finetune_snn", "demo_digits"]
+HEAVY = {"torch", "spikingjelly"}
+
+#: the arguments each tool requires besides --out, so that the one under test is the only thing wrong
+REQUIRED = {"eval_cifar": ["--arch", "vgg16", "--checkpoint", "x.pth"],
+            "train_qcfs": ["--arch", "vgg16"],
+            "finetune_snn": ["--arch", "vgg16", "--checkpoint", "x.pth"],
+            "demo_digits": []}
+#: an output path, for the tools that require one
+OUT = {"train_qcfs": ["--out", "x.pth"], "finetune_snn": ["--out", "x.pth"]}
+
+#: a value outside an option's choices, for argparse to refuse
+CHOICE_ERRORS = {"eval_cifar": ["--arch", "nope"], "train_qcfs": ["--arch", "nope"],
+                 "finetune_snn": ["--arch", "nope"], "demo_digits": ["--method", "nope"]}
+
+
+def _run(tool, args, cwd):
+    """Run ``examples/<tool>.py args``: ``(exit status, stdout, stderr lines, top-level modules imported)``."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "examples", f"{tool}.py"),
+                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    message = [line for line in lines if not line.startswith("import time:")]
+    return proc.returncode, proc.stdout, message, imported
+
+
+def _assert_light(imported):
+    assert "argparse" in imported            # the import list was read
+    assert not imported & HEAVY, f"imported {sorted(imported & HEAVY)}"
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_help_imports_no_torch(tool, tmp_path):
+    status, out, err, imported = _run(tool, ["--help"], tmp_path)
+    assert status == 0 and out.startswith("usage:") and err == []
+    _assert_light(imported)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_argparse_choice_error_imports_no_torch(tool, tmp_path):
+    option = CHOICE_ERRORS[tool][0]
+    args = [a for a in REQUIRED[tool] if a not in ("--arch", "vgg16")] + OUT.get(tool, []) + CHOICE_ERRORS[tool]
+    status, _, err, imported = _run(tool, args, tmp_path)
+    assert status == 2 and err[0].startswith("usage:")
+    assert err[-1].startswith(f"{tool}.py: error: argument {option}: invalid choice: 'nope'")
+    _assert_light(imported)
+
+
+def _one_line_error(tool, args, cwd):
+    status, _, err, imported = _run(tool, REQUIRED[tool] + OUT.get(tool, []) + args, cwd)
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    _assert_light(imported)
+    return err[0]
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits", "finetune_snn"])
+def test_bad_tau_imports_no_torch(tool, tmp_path):
+    line = _one_line_error(tool, ["--method", "srp", "--tau", "-1"], tmp_path)
+    assert "--tau must be" in line
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits", "finetune_snn"])
+def test_snm_without_a_signed_method_imports_no_torch(tool, tmp_path):
+    line = _one_line_error(tool, ["--method", "qcfs", "--neg-rule", "snm"], tmp_path)
+    assert "negative-spike rule" in line and "signed" in line
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_unwritable_out_imports_no_torch(tool, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status, _, err, imported = _run(tool, REQUIRED[tool] + ["--out", str(blocker / "out")], tmp_path)
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith("error: cannot write") and f"{blocker} is a file" in err[0]
+    _assert_light(imported)
+
+
+def test_other_pure_checks_import_no_torch(tmp_path):
+    assert "--finetune-lr must be > 0" in _one_line_error("demo_digits", ["--finetune", "--finetune-lr", "0"],
+                                                          tmp_path)
+    assert "leave nothing to train" in _one_line_error(
+        "finetune_snn", ["--freeze-weights", "--freeze-thresholds"], tmp_path)
+    assert "--lam must be in [0, 1)" in _one_line_error("finetune_snn", ["--lam", "1"], tmp_path)
+
+
+def test_import_sjconv_is_light_and_complete():
+    """``import sjconv`` and the catalog load no torch; every public name still resolves, including
+    ``from sjconv import *``, and ``sjconv.convert`` etc. stay the functions, whichever is imported first."""
+    code = "\n".join([
+        "import sys, sjconv, sjconv.catalog, sjconv.report, sjconv.torchrun, sjconv.cli.common",
+        "assert not {'torch', 'spikingjelly'} & set(sys.modules), sorted(sys.modules)",
+        "import sjconv.convert, sjconv.simulate, sjconv.finetune",
+        "assert sjconv.convert is sys.modules['sjconv.convert'].convert",
+        "assert sjconv.simulate is sys.modules['sjconv.simulate'].simulate",
+        "assert sjconv.finetune is sys.modules['sjconv.finetune'].finetune",
+        "ns = {}",
+        "exec('from sjconv import *', ns)",
+        "assert set(sjconv.__all__) <= set(ns) and set(sjconv.__all__) <= set(dir(sjconv))",
+        "assert sjconv.models.vgg16 and sjconv.neurons.METHODS is sjconv.METHODS and sjconv.data.DATASETS",
+        "assert sjconv.prerun is sys.modules['sjconv.neurons.prerun']",
+        "print(sjconv.__version__)",
+    ])
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0.1.0"
