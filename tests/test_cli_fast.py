@@ -78,6 +78,32 @@ def test_snm_without_a_signed_method_imports_no_torch(tool, tmp_path):
     assert "negative-spike rule" in line and "signed" in line
 
 
+@pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits"])
+def test_tau_without_a_prerun_method_imports_no_torch(tool, tmp_path):
+    """--tau with only methods that have no pre-run would be ignored: it is refused instead."""
+    line = _one_line_error(tool, ["--method", "qcfs", "neg", "--tau", "2"], tmp_path)
+    assert "none of the methods (qcfs neg) has a pre-run" in line and "srp" in line
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+@pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits"])
+def test_folder_that_refuses_files_is_caught_even_for_root(tool, tmp_path):
+    """/proc takes no new files, yet ``os.access`` says it is writable to root: the check creates
+    a file to know, so the run stops before any work instead of failing when it writes."""
+    status, _, err, imported = _run(tool, REQUIRED[tool] + ["--out", "/proc/sjconv-check/r.json"], tmp_path)
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith("error: cannot write /proc/sjconv-check/r.json")      # the demo adds .json
+    assert err[0].endswith(": /proc is not writable; choose another output path")
+    _assert_light(imported)
+
+
+def test_write_check_leaves_nothing_behind(tmp_path):
+    from sjconv.cli.common import check_writable
+
+    check_writable(str(tmp_path / "r.json"), str(tmp_path / "new" / "folder" / "r.png"))
+    assert list(tmp_path.iterdir()) == []        # the probe file is removed, no folder is made
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_unwritable_out_imports_no_torch(tool, tmp_path):
     blocker = tmp_path / "file"

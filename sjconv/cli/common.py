@@ -86,6 +86,10 @@ def check_simulation_args(args) -> None:
         if not tau.is_integer() or tau < 0:
             raise ConfigError(f"--tau must be a whole number of pre-run steps >= 0, got '{args.tau}'")
         args.tau = int(tau)
+    if args.tau is not None and not any(METHODS[m].prerun for m in args.method):
+        with_prerun = ", ".join(m for m, r in METHODS.items() if r.prerun)
+        raise ConfigError(f"--tau sets pre-run steps, but none of the methods ({' '.join(args.method)}) has a "
+                          f"pre-run: add a method with one ({with_prerun}) or drop --tau")
     if args.neg_rule != "qcfs" and not any(METHODS[m].signed for m in args.method):
         signed = ", ".join(m for m, r in METHODS.items() if r.signed)
         raise ConfigError(f"--neg-rule {args.neg_rule} is a negative-spike rule, but none of the methods "
@@ -107,8 +111,20 @@ def check_writable(*paths: str) -> None:
             above = os.path.dirname(above)
         if not os.path.isdir(above):
             raise SjconvError(f"cannot write {path}: {above} is a file, not a folder; choose another output path")
-        if not os.access(above, os.W_OK):
+        if not _can_create_in(above):
             raise SjconvError(f"cannot write {path}: {above} is not writable; choose another output path")
+
+
+def _can_create_in(folder: str) -> bool:
+    """Whether a file can be created in ``folder``, found by creating (and removing) one:
+    ``os.access`` answers yes to root for every folder, /proc and read-only mounts included."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sjconv-write-check-"):
+            return True
+    except OSError:
+        return False
 
 
 def analysis_outputs(args, prefix: str) -> List[str]:
