@@ -11,8 +11,8 @@ Two further choices make it fast on the CPU:
   neurons are processed in blocks of :data:`BLOCK`, all T steps of a block before the next, so the
   block's state and temporaries stay in cache from one step to the next (the signed neuron keeps
   five buffers, which at 1M neurons no longer fit). The operations per element are unchanged.
-- 0/1 flags in float32, not bool: CPU kernels mixing bool and float operands, or writing bool
-  comparisons, run several times slower than their all-float32 versions.
+- 0/1 flags in float32, not bool: bool comparisons and bool masks are much slower on the CPU
+  (figures below).
 
 What this costs: every torch operation is one pass over the block, and on the CPU a pass costs
 about the same whatever the operation (a float32 ``add_``, ``ge`` into a float32 flag, ``maximum``,
@@ -24,11 +24,11 @@ and run at about the speed of the minimal in-place loop of ``benchmarks/neuron_k
 signed kind takes 8: the same 4, the count update, and 3 for the negative spike (``v < 0``,
 ``count > 0``, their product taken off ``s``): each operation gives one value per neuron, the
 spike is a three-way function of two thresholds and the count, and no exact formulation with
-fewer passes was found. Folding the two tests
-into ``max(v, -count) < 0`` keeps 3 passes (``maximum``, ``lt``, ``sub_``) and was about 7% faster
-in a trial, not worth a second count convention (negated, and scaled for SNM). So the signed kinds
-stay at about 1.6-2x the minimal loop on the CPU; only a fused kernel (the ``cupy`` backend on the
-GPU: one pass for all T steps) does better.
+fewer passes was found. Folding the two tests into ``max(v, -count) < 0`` keeps 3 passes
+(``maximum``, ``lt``, ``sub_``) and was about 7% faster in a trial, not worth a second count
+convention (negated, and scaled for SNM). So the signed kinds stay at about 1.6-2x the minimal
+loop on the CPU; only a fused kernel (the ``cupy`` backend on the GPU: one pass for all T steps)
+does better.
 
 It is for inference: nothing is recorded for autograd, and an input that needs a gradient is
 refused (use the reference loop to train). Callers pick it when
