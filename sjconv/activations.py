@@ -8,8 +8,8 @@ convert without rewriting them. A module is a QCFS activation when
    or buffer, recursively) and a positive integer level count named ``L``, ``t`` or ``T`` (first
    found in that order: QCFS v2's ``IF`` holds both ``L`` and a simulation length ``T``), and
 2. **it computes** the QCFS clip-floor-shift ``θ·floor(clamp(x/θ, 0, 1)·L + 1/2)/L``
-   (docs/methods.md §1): :func:`check_activation` runs it on a grid of inputs around every level
-   and every clip edge, kept a quarter level away from the rounding points, and compares.
+   (docs/methods.md §1): :func:`check_activation` runs it on a grid of inputs 1/64 of a level apart
+   across every level and both clip edges (skipping the rounding points themselves) and compares.
 
 This covers QCFS v2's ``IF(T=0, L, thresh)``, v1's ``MyFloor(up, t)``, the SRP/COS repositories'
 ``QCFS(up, t)`` and the GN repository's ``QCFS(T)`` (``v_threshold``, shift ``p0`` = 1/2). A module
@@ -34,6 +34,15 @@ THRESHOLD_NAMES = ("thresh", "up", "v_threshold")
 LEVEL_NAMES = ("L", "t", "T")
 
 
+def _held(module: nn.Module, name: str):
+    """The attribute ``name`` that ``module`` holds itself (parameter, buffer or plain attribute), read
+    without ``getattr`` (torch.fx swaps parameters for proxies while tracing), or None."""
+    for store in (module._parameters, module._buffers, module.__dict__):
+        if name in store:
+            return store[name]
+    return None
+
+
 def _is_level(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -43,7 +52,7 @@ def holds_threshold(module: nn.Module) -> Optional[str]:
     if isinstance(module, QCFS):
         return "thresh"
     for name in THRESHOLD_NAMES:
-        value = getattr(module, name, None)
+        value = _held(module, name)
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             return name
     return None
@@ -57,20 +66,24 @@ def activation_names(module: nn.Module) -> Optional[Tuple[str, str]]:
     theta = holds_threshold(module)
     if theta is None:
         return None
-    level = next((n for n in LEVEL_NAMES if _is_level(getattr(module, n, None))), None)
+    level = next((n for n in LEVEL_NAMES if _is_level(_held(module, n))), None)
     if level is None:
         return None
     held = [t for t in list(module.parameters()) + list(module.buffers())]
-    if any(t is not getattr(module, theta) for t in held):
+    if any(t is not _held(module, theta) for t in held):
         return None
     return theta, level
 
 
+#: grid points per quantization level in the probe; a shift other than 1/2 by more than 1/GRID is caught
+GRID = 64
+
+
 def _grid(levels: int) -> torch.Tensor:
-    """Inputs in units of θ: every multiple of 1/(4L) from -1-1/L to 2+1/L except the rounding
-    points (k + 1/2)/L, plus far values; float64."""
-    steps = [j for j in range(-4 * levels - 4, 8 * levels + 5) if j % 4 != 2]
-    values = [j / (4.0 * levels) for j in steps] + [-100.0, 100.0]
+    """Probe inputs in units of θ: every multiple of 1/(GRID·L) from -1-1/L to 2+1/L except the
+    rounding points (k + 1/2)/L themselves, plus far values; float64."""
+    steps = [j for j in range(-GRID * (levels + 1), GRID * (2 * levels + 1) + 1) if j % GRID != GRID // 2]
+    values = [j / (GRID * float(levels)) for j in steps] + [-100.0, 100.0]
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -84,8 +97,8 @@ def check_activation(module: nn.Module, path: str) -> Tuple[torch.Tensor, int]:
     if names is None:
         raise ConversionError(f"{where} holds no QCFS threshold and level count")
     theta_name, level_name = names
-    theta = getattr(module, theta_name).detach()
-    levels = int(getattr(module, level_name))
+    theta = _held(module, theta_name).detach()
+    levels = int(_held(module, level_name))
     if theta.numel() != 1:
         raise ConversionError(
             f"{where} holds {theta.numel()} thresholds ({theta_name} of shape {tuple(theta.shape)}): a converted "
