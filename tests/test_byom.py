@@ -20,6 +20,28 @@ T = 5
 STYLES = {"qcfs_v2": bm.ResNetV2, "qcfs_v1": bm.FlattenCNN, "srp_cos": bm.VGG, "gn": bm.CatNet}
 
 
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), QCFS(4, 1.0),
+                                  nn.Conv2d(4, 4, 3, padding=1))
+        self.act = QCFS(4, 1.0)
+
+    def forward(self, x):
+        return self.act(self.body(x) + x)
+
+
+@pytest.fixture(scope="module")
+def residual():
+    """A small residual QCFS net that both layouts can run (modules and a residual add only)."""
+    from reference import calibrate_thresholds
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), QCFS(4, 1.0), _Block(), nn.AvgPool2d(2), _Block(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    images = torch.randn(3, 3, 8, 8)
+    return calibrate_thresholds(model, images), images
+
+
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(3)
@@ -74,18 +96,22 @@ def test_cos_style_model_matches_the_reference_cos_loop(models):
 
 
 @pytest.mark.parametrize("method", sjconv.METHODS)
-def test_folded_layout_equals_the_layers_layout_for_every_method(resnet20, method):
-    ann, images = resnet20
+def test_folded_layout_equals_the_layers_layout_for_every_method(residual, method):
+    ann, images = residual
     tau = 2 if method in ("srp", "srp+neg", "cos", "cos+neg") else None
     layers = sjconv.convert(ann, method, "m", tau=tau)
     folded = sjconv.convert(ann, method, "m", tau=tau, layout="folded")
     assert (layers.layout, folded.layout) == ("layers", "folded")
     assert "layout=folded" in repr(folded)
-    want = sjconv.simulate(layers, images, 4)
-    assert torch.equal(sjconv.simulate(folded, images, 4), want)
-    assert torch.equal(sjconv.simulate(folded, images, 4, chunk=3), want)
-    s_mode = sjconv.convert(ann, method, "s", tau=tau, layout="folded")
-    torch.testing.assert_close(sjconv.simulate(s_mode, images, 4), want, rtol=1e-5, atol=1e-5)
+    want, want_spikes = _spikes(layers, images, 4)
+    got, got_spikes = _spikes(folded, images, 4)
+    assert torch.equal(got, want)  # the same layers on the same [T·N, ...] batches
+    assert all(torch.equal(a, b) for a, b in zip(got_spikes, want_spikes))
+    for mode, chunk in (("m", 3), ("s", None)):
+        snn = sjconv.convert(ann, method, mode, tau=tau, layout="folded")
+        logits, spikes = _spikes(snn, images, 4, chunk=chunk)
+        assert all(torch.equal(a, b) for a, b in zip(spikes, want_spikes)), (mode, chunk)
+        torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-6)
 
 
 def test_folded_layout_in_evaluate_memory_budget_and_own_loops(models):
@@ -110,8 +136,8 @@ def test_folded_layout_in_evaluate_memory_budget_and_own_loops(models):
     torch.testing.assert_close(sjconv.simulate(snn, images, 3), out, rtol=1e-5, atol=1e-6)
 
 
-def test_analysis_of_a_folded_network_matches_the_layers_layout(resnet20):
-    ann, images = resnet20
+def test_analysis_of_a_folded_network_matches_the_layers_layout(residual):
+    ann, images = residual
     a = sjconv.analysis.analyze(ann, sjconv.convert(ann, "qcfs", "m"), images, 3)
     b = sjconv.analysis.analyze(ann, sjconv.convert(ann, "qcfs", "m", layout="folded"), images, 3)
     assert [(l["name"], l["rate"], l["cases"]) for l in a["layers"]] == \
@@ -131,8 +157,8 @@ def test_finetune_runs_on_a_folded_network(models):
     assert history[0]["loss"] > 0 and snn.layout == "folded"
 
 
-def test_own_models_keep_the_layers_layout(resnet20, vgg16):
-    for ann, _ in (resnet20, vgg16):
+def test_own_models_keep_the_layers_layout():
+    for ann in (sjconv.models.resnet20(num_classes=10), sjconv.models.vgg16(num_classes=10)):
         snn = sjconv.convert(ann)
         assert snn.layout == "layers"
         assert not any(type(m) in (nn.Conv2d, nn.Linear) for m in snn.net.modules())
