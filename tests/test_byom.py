@@ -131,6 +131,16 @@ def test_folded_layout_in_evaluate_memory_budget_and_own_loops(models):
     sjconv.prerun.end(net)
     out = net(images.unsqueeze(0).expand(3, *images.shape))
     assert out.shape == (3, 4, 10) and torch.equal(out, sjconv.simulate(snn, images, 3))
+    # a deep copy (and a pickled copy) carries its own fold hooks and state
+    import copy
+    import io
+    twin = copy.deepcopy(snn)
+    buffer = io.BytesIO()
+    torch.save(snn, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert twin.layout == loaded.layout == "folded"
+    assert torch.equal(sjconv.simulate(twin, images, 3), out) and torch.equal(sjconv.simulate(loaded, images, 3), out)
     # switching the step mode afterwards works in the folded layout too
     functional.set_step_mode(net, "s")
     torch.testing.assert_close(sjconv.simulate(snn, images, 3), out, rtol=1e-5, atol=1e-6)
