@@ -18,6 +18,7 @@ shift, a simulation mode left on, one θ per channel) is refused with a
 :class:`~sjconv.errors.ConversionError` that says why, never converted approximately.
 """
 
+import copy
 from typing import Optional, Tuple
 
 import torch
@@ -107,10 +108,10 @@ def check_activation(module: nn.Module, path: str) -> Tuple[torch.Tensor, int]:
     if not (value > 0 and value != float("inf")):
         raise ConversionError(f"{where} has threshold {theta_name}={value}: it must be finite and > 0")
     u = _grid(levels)
-    x = (u * value).to(device=theta.device, dtype=theta.dtype).view(1, -1)
+    x = (u * value).to(device=theta.device).view(1, -1)
     expected = value * torch.floor(u.clamp(0.0, 1.0) * levels + 0.5) / levels
-    try:
-        y = module(x)
+    try:  # the rule is checked in float64 on a copy, so a float16 model's rounding cannot blur it
+        y = copy.deepcopy(module).to(torch.float64)(x)
     except Exception as error:  # any failure of a foreign forward is a refusal, with its text
         raise ConversionError(f"{where} holds {theta_name}={value:.6g} and {level_name}={levels} but fails on a "
                               f"plain input ({type(error).__name__}: {error}); put it in its ANN mode (T=0 for "
