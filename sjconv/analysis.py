@@ -31,8 +31,9 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError, SjconvError
+from .activations import activation_names
 from .neurons import SpikingNode, step_mode_of, unwrap
-from .qcfs import QCFS
+from .neurons.fold import fold_state, steps_view
 from .simulate import iter_logits
 
 #: energy of one accumulate (a synaptic operation driven by a spike), pJ (45 nm, 32-bit float)
@@ -60,7 +61,7 @@ def _ann_activations(ann: nn.Module, images: torch.Tensor) -> Dict[str, torch.Te
         return hook
 
     handles = [m.register_forward_hook(hook_for(name)) for name, m in ann.named_modules()
-               if isinstance(m, QCFS)]
+               if activation_names(m) is not None]
     was_training = ann.training
     try:
         ann.eval()
@@ -156,12 +157,17 @@ class _Probe:
         self.synapses = [_SynapticLayer(name, m) for name, m in modules.items()
                          if ops and isinstance(m, _SYNAPTIC)]
         self._default_mode = step_mode_of(net)
+        self._fold = fold_state(net)
         self._node_ran = False
         self._handles = []
 
     # ----------------------------------------------------------------- hooks
     def _steps_of(self, module, tensor):
-        """One call's tensor as a block [n, N, ...]: 'm' modules get n steps at once, 's' one."""
+        """One call's tensor as a block [n, N, ...]: 'm' modules get n steps at once, 's' one; in a
+        folded network's multi-step call every module sees [n·N, ...] (sjconv.neurons.fold)."""
+        folded = steps_view(self._fold, tensor)
+        if folded is not None:
+            return folded
         mode = getattr(module, "step_mode", self._default_mode)
         return tensor if mode == "m" else tensor.unsqueeze(0)
 

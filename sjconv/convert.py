@@ -1,15 +1,19 @@
 """QCFS ANN -> SpikingJelly network, by walking the module tree.
 
-Every supported leaf module is replaced by its ``spikingjelly.activation_based.layer``
-counterpart (parameters and buffers copied), every :class:`~sjconv.qcfs.QCFS` by a spiking
-node whose threshold is the trained θ, and every other module that only *contains* modules
-(``nn.Sequential``, a residual block, a user's own model class) is kept with its own
-``forward`` and converted children. Nothing is keyed on layer names, so a user's QCFS model
-built from standard torch layers converts too. A module that cannot be converted raises a
-:class:`~sjconv.errors.ConversionError` naming it.
+Every QCFS activation (``sjconv.QCFS`` or a reference repository's own class, recognised and
+checked by :mod:`sjconv.activations`) becomes a spiking node whose threshold is the trained θ;
+every supported torch layer is kept; every other module that holds no parameters of its own (a
+``nn.Sequential``, a residual block, a user's own model class) is kept with its own ``forward``
+and converted children. Nothing is keyed on layer names. What cannot convert exactly raises a
+:class:`~sjconv.errors.ConversionError` naming the module, or the line of ``forward``, and the fix,
+before any simulation.
 
-Multi-step mode needs every tensor operation written in ``forward`` methods to be
-elementwise (a residual add is fine); reshape with ``nn.Flatten`` modules, not ``x.view``.
+Multi-step mode has two layouts (:mod:`sjconv.neurons.fold`), chosen by reading the model's
+``forward`` (:mod:`sjconv.modelcheck`): ``'layers'`` (SpikingJelly ``layer`` modules, tensors
+``[T, N, ...]``) when ``forward`` only calls modules and adds their outputs, else ``'folded'`` (the
+model's own modules and ``forward`` on ``[T·N, ...]``; each node unfolds T itself), so a forward
+with ``x.view(x.size(0), -1)``, ``torch.flatten(x, 1)``, ``torch.cat`` or functional pooling runs
+in multi-step mode with the results of single-step mode. ``ConvertedSNN.layout`` says which.
 """
 
 import copy
@@ -18,11 +22,16 @@ from typing import Callable, Dict, Optional, Type
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
+from .activations import LEVEL_NAMES, activation_names, check_activation, holds_threshold
 from .errors import ConfigError, ConversionError
-from .neurons import ConvertedSNN, check_backend, node_for, resolve, step_mode_of, unwrap
-from .qcfs import QCFS
+from .modelcheck import inspect_forward
+from .neurons import ConvertedSNN, check_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
+from .neurons import fold
 
-__all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "unwrap", "step_mode_of"]
+__all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "LAYOUTS", "unwrap", "step_mode_of"]
+
+#: the layouts of multi-step mode (:mod:`sjconv.neurons.fold`), and 'auto' to choose one
+LAYOUTS = fold.LAYOUTS
 
 
 def _with_state(new: nn.Module, old: nn.Module) -> nn.Module:
@@ -71,28 +80,63 @@ _HINTS = {
 }
 
 
-def _convert_module(module: nn.Module, path: str, make_node) -> nn.Module:
-    """The converted counterpart of ``module`` (a private deep copy: containers are edited in place)."""
-    if isinstance(module, QCFS):
-        return make_node(module.thresh)
+def _check_batch_independent(module: nn.Module, where: str) -> None:
+    """Refuse a layer whose eval-mode output for one image depends on the other images (and, with
+    T folded into the batch, on the other time steps): batch norm without running statistics."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+        raise ConversionError(
+            f"cannot convert module '{where}' of type {type(module).__name__}: it has no running statistics "
+            "(track_running_stats=False), so it normalises with the statistics of each batch, mixing images and "
+            "time steps; train it with track_running_stats=True (the default)")
+
+
+def _convert_module(module: nn.Module, path: str, make_node, keep_layers: bool) -> nn.Module:
+    """The converted counterpart of ``module`` (a private deep copy: containers are edited in place).
+    ``keep_layers``: keep the torch layers themselves (folded layout) instead of their SpikingJelly
+    ``layer`` counterparts."""
+    where = path or "the model itself"
+    if activation_names(module) is not None:
+        theta, _ = check_activation(module, path)
+        return make_node(theta)
     factory = LAYER_FACTORIES.get(type(module))
     if factory is not None:
-        return factory(module)
+        _check_batch_independent(module, where)
+        return module if keep_layers else factory(module)
     children = list(module.named_children())
     own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
-    if not own and (children or isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict))):
-        for name, child in children:  # the container keeps its class and forward
-            module._modules[name] = _convert_module(child, f"{path}.{name}" if path else name, make_node)
+    builtin = (type(module).__module__.startswith("torch.") and not children
+               and not isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+    if not own and not builtin and holds_threshold(module) is None:
+        for name, child in children:  # the module keeps its class and forward
+            module._modules[name] = _convert_module(child, f"{path}.{name}" if path else name, make_node,
+                                                    keep_layers)
         return module
-    where = path or "the model itself"
     hint = next((h for t, h in _HINTS.items() if isinstance(module, t)), None)
-    hint = hint or ("supported: QCFS, " + ", ".join(t.__name__ for t in LAYER_FACTORIES)
-                    + ", and container modules built from them")
+    theta = holds_threshold(module)
+    if hint is None and theta is not None:
+        hint = (f"it holds a threshold '{theta}' but no level count ({', '.join(LEVEL_NAMES)}) or other tensors "
+                "as well, so it is not a QCFS activation; only the QCFS clip-floor-shift converts exactly")
+    hint = hint or ("supported: QCFS activations, " + ", ".join(t.__name__ for t in LAYER_FACTORIES)
+                    + ", and modules without parameters of their own built from them")
     raise ConversionError(f"cannot convert module '{where}' of type {type(module).__name__}: {hint}")
 
 
+def _choose_layout(ann: nn.Module, layout: str):
+    """``(layout, reason)``: the layout asked for, or for 'auto' the layers layout when the model's
+    forward allows it (:func:`sjconv.modelcheck.inspect_forward`), else the folded one."""
+    if layout not in ("auto",) + LAYOUTS:
+        raise ConfigError(f"layout must be 'auto', 'layers' or 'folded', got '{layout}'")
+    reason = inspect_forward(ann).fold_reason
+    if layout == "layers" and reason is not None:
+        raise ConfigError(f"layout='layers' cannot run this model in multi-step mode: {reason}; "
+                          "use layout='auto' (it folds T into the batch) or change that line")
+    if layout == "auto":
+        layout = "folded" if reason is not None else "layers"
+    return layout, reason or "layout='folded' was asked for"
+
+
 def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend: str = "torch",
-            tau: Optional[int] = None, neg_rule: str = "qcfs") -> ConvertedSNN:
+            tau: Optional[int] = None, neg_rule: str = "qcfs", layout: str = "auto") -> ConvertedSNN:
     """Convert a QCFS ANN into a SpikingJelly SNN.
 
     :param ann: a QCFS ANN (left untouched; parameters are copied, dtype and device kept)
@@ -105,7 +149,13 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     :param tau: pre-run steps of SRP (τ) and COS (ρ) methods (default from the method table;
         must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
-    :returns: a :class:`ConvertedSNN` in eval mode
+    :param layout: how multi-step mode runs the model (:mod:`sjconv.neurons.fold`): ``'auto'``
+        (``'layers'`` when the model's forward allows it, else ``'folded'``), ``'layers'`` (refused,
+        naming the line, when the forward needs folding) or ``'folded'``
+    :returns: a :class:`ConvertedSNN` in eval mode; ``.layout`` says which layout it has
+    :raises ConversionError: for what cannot convert exactly (a plain ReLU, max pooling, a functional
+        activation in forward, batch norm without running statistics, an activation module that is
+        not a QCFS clip-floor-shift, one θ per channel), naming the module or line and the fix
     """
     record, tau = resolve(method, tau, neg_rule)
     if step_mode not in ("s", "m"):
@@ -116,7 +166,12 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau)
         return node.to(device=thresh.device, dtype=thresh.dtype)
 
-    net = _convert_module(copy.deepcopy(ann), "", make_node)
+    layout, reason = _choose_layout(ann, layout)
+    net = _convert_module(copy.deepcopy(ann), "", make_node, keep_layers=layout == "folded")
+    if layout == "folded":
+        if not spiking_nodes(net):
+            raise ConversionError("the model has no QCFS activation: there is nothing to run as a spiking network")
+        fold.install(net, reason)
     functional.set_step_mode(net, step_mode)
     functional.invalidate_reset_cache(net)
     return ConvertedSNN(net, backend).eval()

@@ -66,19 +66,26 @@ class _ReferenceIF(nn.Module):
         return torch.stack(spikes).flatten(0, 1)
 
 
-def _swap_qcfs(module, T):
+def qcfs_thresh(module):
+    """θ of an sjconv QCFS module, else None (the default ``thresh_of`` of the reference loops)."""
+    return module.thresh if isinstance(module, QCFS) else None
+
+
+def _swap_qcfs(module, T, thresh_of=qcfs_thresh):
     for name, child in module.named_children():
-        if isinstance(child, QCFS):
-            setattr(module, name, _ReferenceIF(child.thresh, T))
+        thresh = thresh_of(child)
+        if thresh is not None:
+            setattr(module, name, _ReferenceIF(thresh, T))
         else:
-            _swap_qcfs(child, T)
+            _swap_qcfs(child, T, thresh_of)
 
 
 @torch.no_grad()
-def reference_network_logits(ann, images, T):
-    """Per-step logits [T, N, classes] of the official QCFS SNN loop."""
+def reference_network_logits(ann, images, T, thresh_of=qcfs_thresh):
+    """Per-step logits [T, N, classes] of the official QCFS SNN loop; ``thresh_of(module)`` gives
+    the θ of an activation module to replace (None for other modules)."""
     net = copy.deepcopy(ann).eval()
-    _swap_qcfs(net, T)
+    _swap_qcfs(net, T, thresh_of)
     x = images.unsqueeze(0).repeat(T, *([1] * images.dim())).flatten(0, 1)
     out = net(x)
     return out.view(T, images.shape[0], *out.shape[1:])
@@ -199,7 +206,7 @@ class _ReferenceCOS(nn.Module):
 
 
 @torch.no_grad()
-def reference_cos_network_logits(ann, images, T, rho, signed=False):
+def reference_cos_network_logits(ann, images, T, rho, signed=False, thresh_of=qcfs_thresh):
     """Per-step main-run logits [T, N, classes] of a COS network, every QCFS layer replaced by
     :class:`_ReferenceCOS` (run for max(T, ρ) steps, since calibration needs ρ inputs)."""
     steps = max(T, rho)
@@ -207,8 +214,8 @@ def reference_cos_network_logits(ann, images, T, rho, signed=False):
 
     def swap(module):
         for name, child in module.named_children():
-            if isinstance(child, QCFS):
-                setattr(module, name, _ReferenceCOS(child.thresh, steps, rho, signed))
+            if thresh_of(child) is not None:
+                setattr(module, name, _ReferenceCOS(thresh_of(child), steps, rho, signed))
             else:
                 swap(child)
 

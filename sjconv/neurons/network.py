@@ -38,8 +38,14 @@ class ConvertedSNN(nn.Module):
     def tau(self) -> int:
         return protocol_of(self.net)[1]
 
+    @property
+    def layout(self) -> str:
+        """How multi-step mode runs the model: ``'layers'`` or ``'folded'`` (:mod:`sjconv.neurons.fold`)."""
+        from .fold import layout_of
+        return layout_of(self.net)
+
     def extra_repr(self):
-        return f"method={self.method}, tau={self.tau}, backend={self.backend}"
+        return f"method={self.method}, tau={self.tau}, backend={self.backend}, layout={self.layout}"
 
 
 def spiking_nodes(net: nn.Module) -> List[SpikingNode]:

@@ -40,6 +40,9 @@ __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSi
 
 
 def _theta_of(v_threshold) -> float:
+    if isinstance(v_threshold, torch.Tensor) and v_threshold.numel() != 1:
+        raise ConfigError(f"v_threshold must be one value (one θ per layer), got a tensor of shape "
+                          f"{tuple(v_threshold.shape)}: per-channel thresholds are not supported")
     theta = float(v_threshold.detach().reshape(-1)[0]) if isinstance(v_threshold, torch.Tensor) \
         else float(v_threshold)
     if not theta > 0 or theta == float("inf"):
