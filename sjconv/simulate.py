@@ -9,7 +9,9 @@ counted in T; the nodes carry the method and its ``tau``, so any wrapper of them
 How the steps are run follows the network's step mode: ``'s'`` calls the network once per
 step (memory independent of T); ``'m'`` folds T into the batch, optionally in chunks of
 ``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
-chunks. Every way gives the same spikes and logits.
+chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
+(N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
+spikes are identical): docs/methods.md §12.
 """
 
 import os
