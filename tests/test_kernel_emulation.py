@@ -3,9 +3,10 @@
 No GPU is needed: the CUDA source of :mod:`sjconv.neurons.cupy_backend` is compiled with g++
 (its host fallback of the float32 operations, behind the shim of ``host_kernel.py``: a launch's
 threads in a host loop; float16 via GCC's ``_Float16`` instead of the PTX ``cvt`` instructions)
-and driven through :func:`cupy_backend.prepare`, the same layout logic the GPU path uses. This checks the kernel's neuron rules, state handling,
-strides and dtype conversions bit for bit; it does not check the CuPy launch or the PTX
-half-precision conversions -- the GPU tests in ``test_cupy.py`` do.
+and driven through :func:`cupy_backend.prepare`, the same layout logic the GPU path uses. This
+checks the kernel's neuron rules, state handling, strides and dtype conversions bit for bit; the
+CuPy launch path is tested in ``test_cupy_launch.py`` (stand-in CuPy), the PTX in
+``test_kernel_nvrtc.py``, and the PTX half-precision conversions by the GPU tests in ``test_cupy.py``.
 """
 
 import pytest
