@@ -4,10 +4,13 @@ in 'm' mode (T folded into the batch) with the torch and the cupy neuron backend
 ms per image (per original image, i.e. per T·N batch divided by N) and peak memory.
 
     python benchmarks/network.py --batch-size 128 --T 4 16 64 --out benchmarks/results/network
+    python benchmarks/network.py --dtype bf16 --channels-last ...
 
-The ratio SNN/ANN at the same effective batch says what the neuron layers cost. Forward passes
-are queued back to back and timed by CUDA events (see ``_common.timed``), for the ANN and the
-SNN alike. Writes PREFIX.json and PREFIX.md.
+The ratio SNN/ANN at the same effective batch says what the neuron layers cost. The ANN and the
+SNN run in the same format: ``--dtype`` (weights and images) and ``--channels-last`` (weights and
+images in channels_last; ``convert`` keeps the ANN's format in every layer). Forward passes are
+queued back to back and timed by CUDA events (see ``_common.timed``), for the ANN and the SNN
+alike. Writes PREFIX.json and PREFIX.md.
 """
 
 import argparse
@@ -24,6 +27,8 @@ from sjconv.simulate import iter_logits  # noqa: E402
 
 from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,6 +38,8 @@ def main(argv=None):
     p.add_argument("--method", default="qcfs", choices=list(sjconv.neurons.METHODS))
     p.add_argument("--backends", nargs="+", default=list(sjconv.neurons.BACKENDS),
                    choices=list(sjconv.neurons.BACKENDS))
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="ANN and SNN weights and images")
+    p.add_argument("--channels-last", action="store_true", help="ANN and SNN in channels_last memory format")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -43,26 +50,30 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     n = args.batch_size
-    images = torch.randn(n, 3, 32, 32, device=device)
-    ann = sjconv.models.build(args.arch, num_classes=10).to(device).eval()
+    dtype = DTYPES[args.dtype]
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    images = torch.randn(n, 3, 32, 32, device=device).to(dtype).contiguous(memory_format=memory_format)
+    ann = sjconv.models.build(args.arch, num_classes=10).to(device=device, dtype=dtype,
+                                                               memory_format=memory_format).eval()
+    fmt = {"dtype": args.dtype, "channels_last": args.channels_last}
     rows = []
     with torch.no_grad():
         for T in args.T:
-            batch = images.repeat(T, 1, 1, 1)
+            batch = images.repeat(T, 1, 1, 1).contiguous(memory_format=memory_format)
             try:
                 r = timed(lambda: ann(batch), device, args.repeat, args.warmup, queued=True)
                 ann_ms = r["ms"]
-                rows.append({"T": T, "model": "ANN (batch T·N)", "ms_per_image": ann_ms / n,
+                rows.append({"T": T, "model": "ANN (batch T·N)", **fmt, "ms_per_image": ann_ms / n,
                              "peak_gib": r["peak_gib"], "vs_ann": 1.0, "status": "ok"})
             except torch.OutOfMemoryError:
                 ann_ms = None
-                rows.append({"T": T, "model": "ANN (batch T·N)", "status": "OOM"})
+                rows.append({"T": T, "model": "ANN (batch T·N)", **fmt, "status": "OOM"})
             except RuntimeError as exc:
                 ann_ms = None
-                rows.append({"T": T, "model": "ANN (batch T·N)", "status": failure_status(exc)})
+                rows.append({"T": T, "model": "ANN (batch T·N)", **fmt, "status": failure_status(exc)})
             batch = None  # free it before the SNN runs
             for backend in args.backends:
-                row = {"T": T, "model": f"SNN 'm' {backend}"}
+                row = {"T": T, "model": f"SNN 'm' {backend}", **fmt}
                 try:
                     snn = sjconv.convert(ann, args.method, "m", backend=backend)
                     r = timed(lambda: list(iter_logits(snn, images, T)), device, args.repeat,
@@ -80,9 +91,10 @@ def main(argv=None):
                 print(row, flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-    table = markdown_table(rows, ["T", "model", "ms_per_image", "vs_ann", "peak_gib", "status"])
+    table = markdown_table(rows, ["T", "model", "dtype", "channels_last", "ms_per_image", "vs_ann", "peak_gib",
+                                  "status"])
     write_outputs(args.out, {"benchmark": "network", "arch": args.arch, "batch_size": n, "method": args.method,
-                             "env": device_info(device), "rows": rows}, table)
+                             **fmt, "env": device_info(device), "rows": rows}, table)
     print(table)
     return 0
 

@@ -5,12 +5,17 @@ for growing T, per backend, in four modes:
 - ``s``: one step per call (memory independent of T);
 - ``m``: all T steps in one call (memory grows with T; OOM past the budget);
 - ``chunked``: 'm' in calls of ``--chunk`` steps (default 16; memory independent of T);
-- ``budget``: 'm' in calls of the largest chunk the memory budget allows (``choose_chunk``).
+- ``budget``: what ``sjconv.evaluate(..., memory_budget=...)`` does: the largest chunk the budget
+  allows (``choose_chunk``), and on an allocation failure the batch rerun with half the chunk;
+  the row reports the chunk chosen, the chunk used in the end and the number of retries. Its
+  time includes the footprint measurement (three short calls), as every ``evaluate`` run does.
 
     python benchmarks/step_modes.py --device cuda --memory-budget 24GB \\
         --T 4 16 64 256 1024 --out benchmarks/results/step_modes
 
-Out-of-memory runs are recorded as OOM, other failures with their message, and the run goes on.
+An 's', 'm' or chunked run that runs out of memory is recorded as OOM (the library does not
+retry those: it retries only under a budget), other failures with their message, and the run
+goes on.
 Each backend is warmed up first (CuPy compilation and self-check, cuDNN), outside the timings.
 
 Writes PREFIX.json, PREFIX.md (table) and PREFIX.png (time and memory vs T per mode).
@@ -20,6 +25,7 @@ Random weights (thresholds calibrated on the random images so that neurons fire)
 import argparse
 import os
 import sys
+import warnings
 
 import torch
 
@@ -27,8 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sjconv  # noqa: E402
 from sjconv.errors import SjconvError  # noqa: E402
-from sjconv.memory import choose_chunk, enforce_budget, parse_memory  # noqa: E402
-from sjconv.simulate import iter_logits  # noqa: E402
+from sjconv.memory import choose_chunk, enforce_budget, is_allocation_failure, parse_memory  # noqa: E402
+from sjconv.simulate import count_correct, iter_logits  # noqa: E402
 
 from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
@@ -66,26 +72,35 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
         row["status"] = f"unavailable: {exc}"
         return row
     chunk = None
+    info = {}
     try:
         if mode == "chunked":
             chunk = min(args.chunk, T)
         elif mode == "budget":
-            chunk = choose_chunk(snn.net, images, T, budget)
+            row["chunk_chosen"] = choose_chunk(snn.net, images, T, budget)
         row["chunk"] = chunk if chunk else (1 if mode == "s" else T)
+        labels = torch.zeros(images.shape[0], dtype=torch.long, device=device)
 
         def run():
-            for _ in iter_logits(snn, images, T, chunk=chunk):
-                pass
+            if mode == "budget":   # the library's own path: chosen chunk, halved and rerun on OOM
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    count_correct(snn, [(images, labels)], [T], progress=False, memory_budget=budget, info=info)
+                row["chunk"], row["oom_retries"] = info["chunk_used"], row.get("oom_retries", 0) + info["oom_retries"]
+            else:
+                for _ in iter_logits(snn, images, T, chunk=chunk):
+                    pass
 
         result = timed(run, device, repeat=args.repeat, warmup=args.warmup)
-    except torch.OutOfMemoryError:
-        row["status"] = "OOM"
-        return row
-    except SjconvError as exc:
-        row["status"] = f"does not fit: {exc}"
-        return row
-    except RuntimeError as exc:   # e.g. a cuDNN failure at a huge batch: record it, go on
-        row["status"] = failure_status(exc)
+    except Exception as exc:  # noqa: BLE001 - recorded, and the benchmark goes on
+        if is_allocation_failure(exc):   # torch's OOM and cuDNN/cuBLAS allocation failures alike
+            row["status"] = "OOM" if mode != "budget" else f"OOM after {row.get('oom_retries', 0)} retries"
+        elif isinstance(exc, SjconvError):
+            row["status"] = f"does not fit: {exc}"
+        elif isinstance(exc, RuntimeError):   # e.g. a cuDNN failure at a huge batch
+            row["status"] = failure_status(exc)
+        else:
+            raise
         return row
     n = images.shape[0]
     row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,
@@ -152,7 +167,8 @@ def main(argv=None):
                     torch.cuda.empty_cache()  # the case's network and activations are gone now
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    columns = ["backend", "mode", "T", "chunk", "status", "ms_per_image", "images_per_s", "peak_gib"]
+    columns = ["backend", "mode", "T", "chunk", "chunk_chosen", "oom_retries", "status", "ms_per_image",
+               "images_per_s", "peak_gib"]
     table = markdown_table(rows, columns)
     payload = {"benchmark": "step_modes", "arch": args.arch, "method": args.method,
                "batch_size": args.batch_size, "memory_budget_bytes": budget, "memory_fraction": fraction,

@@ -19,6 +19,7 @@ in multi-step mode with the results of single-step mode. ``ConvertedSNN.layout``
 import copy
 from typing import Callable, Dict, Optional, Type
 
+import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
@@ -35,14 +36,20 @@ LAYOUTS = fold.LAYOUTS
 
 
 def _with_state(new: nn.Module, old: nn.Module) -> nn.Module:
-    """``new`` with the parameters and buffers of ``old``, on ``old``'s device and in its
-    floating dtype (a float64 or float16 ANN gives a float64/float16 layer)."""
+    """``new`` with the parameters and buffers of ``old``, on ``old``'s device, in its floating
+    dtype (a float64 or float16 ANN gives a float64/float16 layer) and in its memory format
+    (channels_last weights stay channels_last, so the SNN runs the ANN's convolution kernels)."""
     state = old.state_dict()
     floating = [t for t in state.values() if t.is_floating_point()]
     if floating:
         new = new.to(device=floating[0].device, dtype=floating[0].dtype)
     new.load_state_dict(state)
-    return new.to(next(iter(state.values())).device) if state else new
+    new = new.to(next(iter(state.values())).device) if state else new
+    for name, tensor in list(new.named_parameters()) + list(new.named_buffers()):
+        source = state.get(name)
+        if source is not None and source.stride() != tensor.stride():
+            tensor.data = torch.empty_like(source).copy_(tensor.data)   # empty_like keeps a dense layout
+    return new
 
 
 def _conv2d(m: nn.Conv2d):

@@ -5,7 +5,10 @@ grows linearly with the steps per call. Given a budget, :func:`choose_chunk` fin
 per-step footprint and the fixed part (weights, images, neuron states) and returns the largest
 chunk that fits:
 
-- on CUDA it is **measured**: the peak of a 1-step and a 2-step call from a reset network;
+- on CUDA it is **measured**: the peak of a 1-step and a 2-step call from a reset network, after
+  an unmeasured 2-step call (cuDNN/cuBLAS pick their algorithms and workspaces and CuPy compiles
+  on the first calls, which would distort the peaks); a per-step difference that comes out <= 0
+  (workspaces that shrink with the batch) is replaced by the computed one below;
 - elsewhere it is **computed** with forward hooks from one 1-step call: the fixed part is the
   parameters, buffers and neuron states; the per-step part is the largest input + output of any
   module (the two that are alive together), counted twice for the neuron nodes' loop temporaries.
@@ -103,19 +106,33 @@ def measure_footprint(net: nn.Module, images: torch.Tensor) -> Footprint:
     return _computed(net, images)
 
 
-def _measured(net, images) -> Footprint:
-    peaks = []
-    for steps in (1, 2):
-        functional.reset_net(net)
-        torch.cuda.synchronize(images.device)
-        torch.cuda.reset_peak_memory_stats(images.device)
-        out = net(images.unsqueeze(0).expand(steps, *images.shape))
-        del out
-        torch.cuda.synchronize(images.device)
-        peaks.append(torch.cuda.max_memory_allocated(images.device))
+def _cuda_peak(net, images, steps: int) -> int:
+    """Peak CUDA memory (bytes) of one ``steps``-step call of ``net`` from a reset state."""
     functional.reset_net(net)
-    per_step = max(peaks[1] - peaks[0], 1)
-    return Footprint(fixed=max(peaks[0] - per_step, 0), per_step=per_step, how="measured")
+    torch.cuda.synchronize(images.device)
+    torch.cuda.reset_peak_memory_stats(images.device)
+    out = net(images.unsqueeze(0).expand(steps, *images.shape))
+    del out
+    torch.cuda.synchronize(images.device)
+    return torch.cuda.max_memory_allocated(images.device)
+
+
+#: steps of the unmeasured warm-up call before the footprint is measured
+WARMUP_STEPS = 2
+
+
+def _measured(net, images, peak=_cuda_peak) -> Footprint:
+    """Footprint from the peaks of a 1- and a 2-step call after a warm-up call (``peak(net,
+    images, steps)`` measures one call; a parameter so that tests can stand in for CUDA)."""
+    try:
+        peak(net, images, WARMUP_STEPS)
+        one, two = peak(net, images, 1), peak(net, images, 2)
+    finally:
+        functional.reset_net(net)
+    per_step, how = two - one, "measured"
+    if per_step <= 0:   # the 2-step call peaked no higher: extrapolating would allow any chunk
+        per_step, how = _computed(net, images).per_step, "measured, per step computed"
+    return Footprint(fixed=max(one - per_step, 0), per_step=per_step, how=how)
 
 
 def _computed(net, images) -> Footprint:
@@ -136,6 +153,20 @@ def _computed(net, images) -> Footprint:
     params = sum(_tensor_bytes(t) for t in list(net.parameters()) + list(net.buffers()))
     per_step = 2 * largest[0] + _tensor_bytes(images)
     return Footprint(fixed=params + states + _tensor_bytes(images), per_step=max(per_step, 1), how="computed")
+
+
+#: what cuDNN, cuBLAS and the CUDA runtime say when an allocation fails (raised as RuntimeError)
+ALLOCATION_FAILURES = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory",
+                       "cudaErrorMemoryAllocation", "CUDA out of memory")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: torch's ``OutOfMemoryError``, a ``MemoryError``
+    (also CuPy's), or a cuDNN/cuBLAS/CUDA allocation failure raised as ``RuntimeError``. The
+    memory budget's retry treats them all alike."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ALLOCATION_FAILURES)
 
 
 def choose_chunk(net: nn.Module, images: torch.Tensor, T: int, budget: Union[int, str]) -> int:

@@ -9,7 +9,9 @@ counted in T; the nodes carry the method and its ``tau``, so any wrapper of them
 How the steps are run follows the network's step mode: ``'s'`` calls the network once per
 step (memory independent of T); ``'m'`` folds T into the batch, optionally in chunks of
 ``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
-chunks. Every way gives the same spikes and logits.
+chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
+(N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
+spikes are identical): docs/methods.md §13.
 """
 
 import os
@@ -22,7 +24,7 @@ from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .memory import choose_chunk
+from .memory import choose_chunk, is_allocation_failure
 from .neurons import feed_steps, run_prerun, spiking_nodes, step_mode_of, unwrap
 from .neurons.prerun import check_steps
 
@@ -155,7 +157,9 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
     :param info: a dict that receives ``chunk_used``, the time steps per network call that the
         run ended with: 1 in 's' mode; in 'm' mode the explicit ``chunk``, or the one chosen under
         ``memory_budget`` (the smallest, after any halving on running out of memory), or None
-        for all steps in one call. The return value stays a pair for existing callers.
+        for all steps in one call; and ``oom_retries``, how many batch runs were repeated with a
+        halved chunk (any allocation failure counts: :func:`sjconv.memory.is_allocation_failure`).
+        The return value stays a pair for existing callers.
     """
     steps = _as_steps(T)
     device = torch.device(device) if device is not None else _device_of(snn)
@@ -163,6 +167,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
     total = 0
     net, pre_run = _net_and_tau(snn, tau)
     adaptive = chunk is None and memory_budget is not None
+    retries = 0
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(device), labels.to(device)
         if adaptive and chunk is None:
@@ -171,16 +176,18 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
             try:
                 hits = _count_correct(snn, images, labels, steps, tau, chunk)
                 break
-            except torch.OutOfMemoryError:
-                if not (adaptive and chunk and chunk > 1):
+            except Exception as exc:  # noqa: BLE001 - every allocation failure alike, the rest re-raised
+                if not (adaptive and chunk and chunk > 1 and is_allocation_failure(exc)):
                     raise
             # outside the except block, so the failed attempt's tensors can be freed
             chunk = _halve_chunk(chunk, images)
+            retries += 1
         for t in steps:
             correct[t] += hits[t]
         total += labels.numel()
     if info is not None:
         info["chunk_used"] = 1 if step_mode_of(net) == "s" else chunk
+        info["oom_retries"] = retries
     return correct, total
 
 

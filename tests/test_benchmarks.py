@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ def test_step_modes_benchmark_smoke(tmp_path):
         ("s", 2, 1), ("s", 5, 1), ("m", 2, 2), ("m", 5, 5), ("chunked", 2, 2), ("chunked", 5, 2),
         ("budget", 2, 2), ("budget", 5, 5)]
     assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
+    # the budget rows went through the library's own retry path and say so
+    assert [(r["chunk_chosen"], r["oom_retries"]) for r in rows if r["mode"] == "budget"] == [(2, 0), (5, 0)]
     assert (tmp_path / "sm.md").read_text().startswith("| backend | mode | T |")
     assert (tmp_path / "sm.png").stat().st_size > 1000
 
@@ -60,14 +63,150 @@ def test_network_benchmark_smoke(tmp_path):
     rows = json.loads((tmp_path / "net.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["ANN (batch T·N)", "SNN 'm' torch"]
     assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
+    assert all(r["dtype"] == "fp32" and r["channels_last"] is False for r in rows)
+
+
+def test_network_benchmark_runs_ann_and_snn_in_the_same_format(tmp_path):
+    _run("network.py", "--arch", "resnet20", "--batch-size", "2", "--T", "2", "--device", "cpu", "--dtype", "bf16",
+         "--channels-last", "--repeat", "1", "--warmup", "0", "--backends", "torch", "--out", str(tmp_path / "net"))
+    payload = json.loads((tmp_path / "net.json").read_text())
+    assert payload["dtype"] == "bf16" and payload["channels_last"] is True
+    assert all(r["status"] == "ok" and r["dtype"] == "bf16" and r["channels_last"] for r in payload["rows"])
+
+
+def _only_python3_path(tmp_path):
+    """A PATH whose only Python is ``python3`` (a wrapper of this interpreter): no ``python``."""
+    import shutil
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    path = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
+    assert shutil.which("python", path=path) is None
+    return path
+
+
+def _gpu_checks(tmp_path, env, *args):
+    return subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(tmp_path / "out"), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_gpu_check_script_refuses_to_run_without_cuda(tmp_path):
+    """Its own exit status (4) and one line, with only python3 on PATH (no ``python``)."""
     import pytest
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the script would run the whole suite")
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 2 and "no CUDA GPU visible" in proc.stderr
+    env = dict(os.environ, PATH=_only_python3_path(tmp_path), PYTHONPATH=ROOT)
+    env.pop("PYTHON", None)
+    proc = _gpu_checks(tmp_path, env)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1
+    assert "no CUDA GPU visible" in proc.stderr and torch.__version__ in proc.stderr
+    proc = _gpu_checks(tmp_path, dict(env, PYTHON=sys.executable))   # $PYTHON is used as given
+    assert proc.returncode == 4 and "no CUDA GPU visible" in proc.stderr
+
+
+def test_gpu_check_script_without_python_or_torch_says_so(tmp_path):
+    env = dict(os.environ, PATH="/nonexistent", PYTHON="")
+    proc = subprocess.run(["/bin/bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 3 and "no Python found" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    no_torch = tmp_path / "python-without-torch"
+    no_torch.write_text("#!/bin/sh\nexec /usr/bin/env -i /bin/sh -c 'echo \"No module named torch\" >&2; exit 1'\n")
+    no_torch.chmod(0o755)
+    proc = _gpu_checks(tmp_path, dict(os.environ, PYTHON=str(no_torch)))
+    assert proc.returncode == 3 and len(proc.stderr.splitlines()) == 1 and "torch" in proc.stderr
+    proc = _gpu_checks(tmp_path, dict(os.environ, PYTHON=sys.executable), "everything")
+    assert proc.returncode in (2, 4)   # a usage error (or, first, no GPU): never a run
+
+
+def test_gpu_report_packs_the_steps_into_one_dated_pair_with_the_targets(tmp_path):
+    parts, out = tmp_path / "parts", tmp_path / "out"
+    parts.mkdir()
+
+    def write(name, payload):
+        (parts / f"{name}.json").write_text(json.dumps(payload))
+
+    write("smoke", {"versions": {"gpu": "NVIDIA H200", "driver": "580.1", "torch": "2.9", "cupy": "14.2.0",
+                                 "spikingjelly": "2.0.0"},
+                    "ftz": [{"backend": "cupy", "spikes": "[1.0, -1.0]", "status": "ok"}]})
+    write("kernels_fp32", {"rows": [{"impl": "sjconv cupy", "node": "qcfs", "status": "ok", "of_copy": 0.93,
+                                     "speedup_vs_sj_ifnode": 2.5}]})
+    write("kernels_bf16", {"rows": [{"impl": "sjconv cupy", "node": "qcfs", "status": "ok", "of_copy": 0.7,
+                                     "speedup_vs_sj_ifnode": 1.9}]})
+    write("network_fp32", {"rows": [{"T": 64, "model": "SNN 'm' cupy", "vs_ann": 1.02, "status": "ok"}]})
+    rows = [{"backend": "cupy", "mode": m, "T": T, "status": "ok", "ms_per_image": ms, "peak_gib": peak}
+            for m, T, ms, peak in [("m", 64, 1.0, 9.0), ("chunked", 64, 1.2, 3.0), ("budget", 64, 1.0, 20.0),
+                                   ("budget", 1024, 16.0, 20.5)]]
+    write("step_modes", {"memory_budget_bytes": 24 * 10**9, "rows": rows})
+    (parts / "step_modes.png").write_bytes(b"png")
+    (parts / "tests.xml").write_text('<testsuites><testsuite tests="5" failures="1" errors="0" skipped="1">'
+                                     '<testcase classname="tests.test_cupy" name="test_a"><failure/></testcase>'
+                                     '</testsuite></testsuites>')
+    (parts / "smoke.status").write_text("ok, 40 s\n")
+    _run("gpu_report.py", str(parts), str(out), str(out / "log.txt"))
+    files = sorted(p.name for p in out.iterdir())
+    stamps = [f for f in files if f.endswith(".json")]
+    assert len(files) == 3 and "step_modes.png" in files and len(stamps) == 1
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}-nvidia-h200\.json", stamps[0])
+    payload = json.loads((out / stamps[0]).read_text())
+    assert payload["versions"]["driver"] == "580.1" and payload["steps"] == {"smoke": "ok, 40 s"}
+    assert payload["tests"]["passed"] == 3 and payload["tests"]["failed"] == ["tests.test_cupy::test_a"]
+    met = {t["target"]: t["met"] for t in payload["targets"]}
+    assert met["cupy IF kernel [64, 4M] fp32 >= 90% of copy bandwidth"] is True
+    assert met["cupy IF kernel [64, 4M] bf16 >= 80% of copy bandwidth"] is False
+    assert met["VGG16 'm' cupy T=64 fp32 <= 1.05x the ANN at batch T·N"] is True
+    assert met["chunked (cupy, T=64) >= 90% of 'm' speed"] is False          # 1.0 / 1.2 = 83%
+    assert met["T=1024 (cupy) inside the budget with a flat peak"] is True   # 20.5 GiB vs 20.0 at T=64
+    md = (out / stamps[0].replace(".json", ".md")).read_text()
+    assert md.startswith("# sjconv GPU checks") and "| NVIDIA H200 |" in md and "## Targets" in md
+
+
+def test_step_modes_reports_what_the_library_does_on_allocation_failures(monkeypatch):
+    """Calls of more than 2 steps fail as cuDNN does (a RuntimeError): the budget row shows the
+    library's retries and the chunk it ended with; 'm' (no budget, no retry) is OOM."""
+    import argparse
+    import importlib
+
+    import torch
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    step_modes = importlib.import_module("step_modes")
+    real_convert = sjconv.convert
+
+    def failing_convert(*args, **kwargs):
+        snn = real_convert(*args, **kwargs)
+        first = next(m for m in snn.net.modules() if not list(m.children()))
+
+        def hook(module, inputs):
+            if inputs[0].dim() == 5 and inputs[0].shape[0] > 2:
+                raise RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")
+        first.register_forward_pre_hook(hook)
+        return snn
+
+    monkeypatch.setattr(sjconv, "convert", failing_convert)
+    images = torch.randn(2, 3, 32, 32)
+    ann = sjconv.models.build("resnet20", num_classes=10).eval()
+    args = argparse.Namespace(method="qcfs", repeat=1, warmup=0, chunk=16)
+    budget = sjconv.memory.parse_memory("1TB")
+    row = step_modes.run_case(ann, images, "torch", "budget", 8, budget, args, torch.device("cpu"))
+    assert row["status"] == "ok" and row["chunk"] == 2 and row["oom_retries"] == 2
+    row = step_modes.run_case(ann, images, "torch", "m", 8, budget, args, torch.device("cpu"))
+    assert row["status"] == "OOM"
+
+
+def test_gpu_smoke_on_the_cpu_measures_mode_flips(tmp_path):
+    """The smoke step's CPU part (versions and the flip rates); the CUDA sections say skipped."""
+    _run("gpu_smoke.py", "--device", "cpu", "--arch", "resnet20", "--batch-size", "2", "--T", "3", "--chunk", "2",
+         "--out", str(tmp_path / "smoke"))
+    payload = json.loads((tmp_path / "smoke.json").read_text())
+    assert payload["versions"]["torch"] and payload["versions"]["spikingjelly"]
+    assert payload["self_check"] == payload["bandwidth"] == "skipped: needs CUDA"
+    flips = payload["mode_flips"]
+    assert [r["mode"] for r in flips] == ["m", "m, chunk 2", "s"]
+    assert all(r["status"] == "ok" and r["outputs"] > 0 for r in flips)
+    assert all(r["flipped"] == 0 for r in flips)   # on the CPU the modes give the same spikes

@@ -89,15 +89,42 @@ def test_single_step_mode_and_state_continuity():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["qcfs", "neg", "srp", "srp+neg"])
-def test_whole_vgg16_logits_equal_between_backends(method):
+def test_whole_vgg16_backends_identical_at_the_same_mode_and_chunk(method, monkeypatch):
+    """At the same step mode and chunk the synaptic layers get the same inputs at the same batch
+    size, and the neuron kernels are bit-identical given the same input, so the logits are equal
+    bit for bit (with cuDNN's deterministic algorithms, which are chosen by shape alone)."""
     pytest.importorskip("cupy")
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     torch.manual_seed(0)
     images = torch.randn(4, 3, 32, 32, device="cuda")
     ann = calibrate_thresholds(sjconv.models.vgg16().cuda(), images)
-    logits = [sjconv.simulate(sjconv.convert(ann, method, "m", backend=b), images, 16) for b in ("torch", "cupy")]
-    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
-    chunked = sjconv.simulate(sjconv.convert(ann, method, "m", backend="cupy"), images, 16, chunk=5)
-    torch.testing.assert_close(chunked, logits[0], rtol=1e-5, atol=1e-5)
+    for chunk in (None, 5):
+        logits = [sjconv.simulate(sjconv.convert(ann, method, "m", backend=b), images, 16, chunk=chunk)
+                  for b in ("torch", "cupy")]
+        assert torch.equal(logits[0], logits[1]), f"chunk={chunk}: {(logits[0] != logits[1]).sum().item()} differ"
+
+
+@pytest.mark.gpu
+def test_modes_and_chunks_on_cuda_agree_up_to_synaptic_rounding(monkeypatch):
+    """On CUDA 'm' (batch T·N), chunks (chunk·N) and 's' (N) run the synaptic layers at different
+    batch sizes, and cuDNN/cuBLAS may round a sample's sums differently, so a spike can flip:
+    not bit-identical, and not claimed to be. The share of flipped neuron outputs must stay small
+    (benchmarks/run_gpu_checks.sh reports the figure); the backends agree exactly at the same mode."""
+    pytest.importorskip("cupy")
+    import os
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                             "benchmarks"))
+    from gpu_smoke import mode_flips
+
+    rows = mode_flips(torch.device("cuda"), "vgg16", 8, 16, 4, ["torch", "cupy"], "srp+neg")
+    assert all(r["status"] == "ok" for r in rows), rows
+    assert all(r["flip_rate"] < 1e-2 for r in rows), rows
+    cupy_m = next(r for r in rows if r["backend"] == "cupy" and r["mode"] == "m")
+    assert cupy_m["flipped"] == 0 and cupy_m["max_logit_diff"] == 0
 
 
 @pytest.mark.gpu

@@ -1,16 +1,13 @@
 """The fused kernel's source, compiled for the CPU, against the torch backend.
 
 No GPU is needed: the CUDA source of :mod:`sjconv.neurons.cupy_backend` is compiled with g++
-behind a small shim (one "thread" per neuron in a host loop; float16 via GCC's ``_Float16``
-instead of the PTX ``cvt`` instructions) and driven through :func:`cupy_backend.prepare`, the
-same layout logic the GPU path uses. This checks the kernel's neuron rules, state handling,
-strides and dtype conversions bit for bit; it does not check the CuPy launch or the PTX
-half-precision conversions -- the GPU tests in ``test_cupy.py`` do.
+(its host fallback of the float32 operations, behind the shim of ``host_kernel.py``: a launch's
+threads in a host loop; float16 via GCC's ``_Float16`` instead of the PTX ``cvt`` instructions)
+and driven through :func:`cupy_backend.prepare`, the same layout logic the GPU path uses. This
+checks the kernel's neuron rules, state handling, strides and dtype conversions bit for bit; the
+CuPy launch path is tested in ``test_cupy_launch.py`` (stand-in CuPy), the PTX in
+``test_kernel_nvrtc.py``, and the PTX half-precision conversions by the GPU tests in ``test_cupy.py``.
 """
-
-import ctypes
-import shutil
-import subprocess
 
 import pytest
 import torch
@@ -20,73 +17,12 @@ from sjconv.errors import BackendUnavailableError
 from sjconv.neurons import SpikingNode, kernel_check
 from sjconv.neurons import cupy_backend as cb
 
-SHIM = r"""
-#define SJCONV_HOST_EMULATION 1
-#include <cstring>
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __restrict__ __restrict
-typedef unsigned short u16_;
-static inline float sj_h2f(u16_ h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
-static inline u16_ sj_f2h(float f) { _Float16 x = (_Float16)f; u16_ h; std::memcpy(&h, &x, 2); return h; }
-static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
-static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
-static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
-static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
-static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
-struct Dim3 { unsigned int x; };
-static Dim3 blockIdx, threadIdx, blockDim;
-"""
-
-FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-
-
-def _wrappers():
-    lines = []
-    for dtype, fmt in FORMATS.items():
-        for signed, masked, snm in cb._flags():
-            name = cb.kernel_name(dtype, signed, masked, snm)
-            lines.append(
-                f'extern "C" void {_symbol(dtype, signed, masked, snm)}(void* x, void* out, void* v, void* c, '
-                f"void* m, long long n, int steps, long long xs, long long os, float theta) {{\n"
-                f"  blockDim.x = 1; threadIdx.x = 0;\n"
-                f"  for (long long i = 0; i < n; ++i) {{ blockIdx.x = (unsigned int)i;\n"
-                f"    {name}((const {fmt}::T*)x, ({fmt}::T*)out, (float*)v, (float*)c, "
-                f"(const unsigned char*)m, n, steps, xs, os, theta); }}\n}}")
-    return "\n".join(lines)
-
-
-def _symbol(dtype, signed, masked, snm):
-    return f"run_{FORMATS[dtype]}_{int(signed)}{int(masked)}{int(snm)}"
-
-
-def compile_for_host(folder, source=cb._SOURCE):
-    """``source`` behind the shim, compiled with g++ into a library in ``folder`` (skip without g++)."""
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("needs g++ to compile the kernel source for the CPU")
-    src = folder / "kernel.cpp"
-    src.write_text(SHIM + source + _wrappers())
-    lib = folder / "kernel.so"
-    proc = subprocess.run([compiler, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-                           str(src), "-o", str(lib)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
+from host_kernel import FORMATS, compile_for_host, emulate
 
 
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
     return compile_for_host(tmp_path_factory.mktemp("kernel"))
-
-
-def emulate(lib, x_seq, v, count, mask, theta, signed, snm):
-    launch = cb.prepare(x_seq, v, count, mask, signed)
-    fn = getattr(lib, _symbol(launch.x.dtype, signed, mask is not None, snm))
-    p = launch.pointer_args()
-    fn(*(ctypes.c_void_p(a) for a in p[:5]), ctypes.c_longlong(p[5]), ctypes.c_int(p[6]),
-       ctypes.c_longlong(p[7]), ctypes.c_longlong(p[8]), ctypes.c_float(theta))
-    return launch.out, launch.v, (launch.count if signed else None)
 
 
 def torch_backend(x_seq, theta, signed, snm, mask):
@@ -187,16 +123,26 @@ def test_self_check_accepts_the_kernel(host_kernels, dtype):
     kernel_check.verify(_runner(host_kernels), "cpu", dtype, cb._flags())
 
 
+#: the host fallback of an addition and a comparison, and the same flushing subnormals
+FTZ_ADD = ("static inline float sj_add(float a, float b) { return a + b; }",
+           "static inline float sj_add(float a, float b) { return sj_test_ftz(sj_test_ftz(a) + sj_test_ftz(b)); }")
+FTZ_LT = ("static inline bool sj_lt(float a, float b) { return a < b; }",
+          "static inline bool sj_lt(float a, float b) { return sj_test_ftz(a) < sj_test_ftz(b); }")
+
 #: one plausible bug per rule or mechanism: (what is replaced, by what, a dtype that shows it)
 MUTATIONS = {
-    "fires at > instead of >=": ("vi >= theta", "vi > theta", torch.float32),
-    "negative spike at v <= 0": ("(vi < 0.0f)", "(vi <= 0.0f)", torch.float32),
-    "snm negative spike at v < -θ": ("(vi <= -theta)", "(vi < -theta)", torch.float32),
-    "negative spike without a count": ("SIGNED && ci > 0.0f", "SIGNED && ci >= 0.0f", torch.float32),
-    "mask ignored": ("keep ? __fmul_rn(s, theta) : 0.0f", "__fmul_rn(s, theta)", torch.float32),
+    "fires at > instead of >=": ("sj_ge(vi, theta)", "sj_gt(vi, theta)", torch.float32),
+    "negative spike at v <= 0": ("sj_lt(vi, 0.0f)", "sj_le(vi, 0.0f)", torch.float32),
+    "snm negative spike at v < -θ": ("sj_le(vi, neg_theta)", "sj_lt(vi, neg_theta)", torch.float32),
+    "negative spike without a count": ("SIGNED && sj_gt(ci, 0.0f)", "SIGNED && sj_ge(ci, 0.0f)", torch.float32),
+    "mask ignored": ("keep ? sj_mul(s, theta) : 0.0f", "sj_mul(s, theta)", torch.float32),
     "final v not stored": ("  v[i] = vi;\n", "\n", torch.float32),
     "last neuron skipped": ("if (i >= n) return;", "if (i >= n - 1) return;", torch.float32),
     "bf16 truncated": ("u += 0x7FFFu + ((u >> 16) & 1u);", "", torch.bfloat16),
+    # what CuPy's -ftz=true does to plain float32 arithmetic and comparisons (issue #19)
+    "sums flushed to zero": (FTZ_ADD[0], FTZ_ADD[1], torch.float32),
+    "comparisons flush to zero": (FTZ_LT[0], FTZ_LT[1], torch.float32),
+    "bf16 sums flushed to zero": (FTZ_ADD[0], FTZ_ADD[1], torch.bfloat16),
 }
 
 
@@ -208,3 +154,24 @@ def test_self_check_rejects_a_wrong_kernel(tmp_path, bug):
     with pytest.raises(BackendUnavailableError, match="failed its self-check") as err:
         kernel_check.verify(_runner(lib), "cpu", dtype, cb._flags(), "test device")
     assert "backend='torch'" in str(err.value) and "differ" in str(err.value)
+
+
+def test_subnormal_potentials_keep_their_sign(host_kernels):
+    """Issue #19's case: signed, θ = 1, v0 = 0.5, x = [0.5, -1e-39]: the potential after the
+    second step is a negative subnormal, so a negative spike follows (torch: [1, -1])."""
+    x = torch.tensor([[0.5], [-1e-39]])
+    want = torch_backend(x, 1.0, True, False, None)
+    assert want[0].flatten().tolist() == [1.0, -1.0]
+    got = emulate(host_kernels, x, torch.full((1,), 0.5), torch.zeros(1), None, 1.0, True, False)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_a_flushing_kernel_gives_the_wrong_spike_and_the_probe_has_subnormals(tmp_path):
+    lib = compile_for_host(tmp_path, cb._SOURCE.replace(*FTZ_ADD))
+    x = torch.tensor([[0.5], [-1e-39]])
+    got = emulate(lib, x, torch.full((1,), 0.5), torch.zeros(1), None, 1.0, True, False)
+    assert got[0].flatten().tolist() == [1.0, 0.0]     # what CuPy's -ftz=true would give
+    theta, probe = kernel_check.probes("cpu", torch.float32)[-1]
+    tiny = (probe != 0) & (probe.abs() < 2.0**-126)
+    assert theta == 1.0 and int(tiny.sum()) > 1000
+    assert probe[0, 0] == 0.5 and probe[1, 0] == torch.tensor(-1e-39)

@@ -122,8 +122,9 @@ def test_step_and_chunked_modes_hold_nothing_of_size_T(resnet, mode, chunk):
     assert _largest_tensor_during(unconstrained, images, 40) == (40 // (chunk or 1)) * sizes[1]
 
 
-def _oom_above(snn, images, max_steps):
-    """Make the network's first module raise CUDA's out-of-memory error on calls of more steps."""
+def _oom_above(snn, images, max_steps, error=lambda: torch.OutOfMemoryError("CUDA out of memory (simulated)")):
+    """Make the network's first module raise ``error()`` (CUDA's out-of-memory error by default)
+    on calls of more steps."""
     first = next(m for m in snn.net.modules() if not list(m.children()))
     calls = []
 
@@ -131,7 +132,7 @@ def _oom_above(snn, images, max_steps):
         steps = inputs[0].numel() // images.numel()   # the first module sees the images, T times
         calls.append(steps)
         if steps > max_steps:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise error()
 
     return first.register_forward_pre_hook(hook), calls
 
@@ -151,6 +152,7 @@ def test_out_of_memory_under_a_budget_halves_the_chunk_and_reruns_the_batch(resn
         handle.remove()
     assert got == want
     assert info["chunk_used"] == 3   # the chunk the run ended with: the smallest, after halving
+    assert info["oom_retries"] == 2
     assert [str(w.message).split(";")[0] for w in record] == [
         "out of memory with 12 time steps per call under the memory budget",
         "out of memory with 6 time steps per call under the memory budget"]
@@ -168,3 +170,85 @@ def test_out_of_memory_with_an_explicit_chunk_is_not_retried(resnet):
             sjconv.evaluate(snn, [(images, torch.arange(4))], [8], progress=False, chunk=4, memory_budget="1TB")
     finally:
         handle.remove()
+
+
+#: allocation failures as cuDNN and cuBLAS raise them (RuntimeError, not torch.OutOfMemoryError)
+ALLOCATION_ERRORS = {
+    "cudnn": lambda: RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    "cublas": lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cuda runtime": lambda: RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be ..."),
+}
+
+
+@pytest.mark.parametrize("kind", list(ALLOCATION_ERRORS))
+def test_every_allocation_failure_halves_the_chunk_alike(resnet, kind):
+    ann, images = resnet
+    snn = sjconv.convert(ann, "qcfs", "m")
+    loader = [(images, torch.arange(4))]
+    want = sjconv.evaluate(snn, loader, [1, 4], progress=False)
+    handle, calls = _oom_above(snn, images, 2, ALLOCATION_ERRORS[kind])
+    info = {}
+    try:
+        with pytest.warns(RuntimeWarning, match="out of memory with 4 time steps"):
+            got = sjconv.evaluate(snn, loader, [1, 4], progress=False, memory_budget="1TB", info=info)
+    finally:
+        handle.remove()
+    assert got == want and info == {"chunk_used": 2, "oom_retries": 1}
+
+
+def test_other_runtime_errors_are_not_retried(resnet):
+    ann, images = resnet
+    snn = sjconv.convert(ann, "qcfs", "m")
+    handle, calls = _oom_above(snn, images, 2, lambda: RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
+    try:
+        with pytest.raises(RuntimeError, match="EXECUTION_FAILED"):
+            sjconv.evaluate(snn, [(images, torch.arange(4))], [8], progress=False, memory_budget="1TB")
+    finally:
+        handle.remove()
+    assert [c for c in calls if c > 2] == [8]   # one attempt, no halving
+
+
+class _FakePeaks:
+    """Stands in for the CUDA peak of one call: ``peaks[steps]`` bytes, recording the calls."""
+
+    def __init__(self, peaks):
+        self.peaks, self.calls = peaks, []
+
+    def __call__(self, net, images, steps):
+        self.calls.append(steps)
+        return self.peaks[steps] if not callable(self.peaks) else self.peaks(len(self.calls), steps)
+
+
+def test_measured_footprint_warms_up_before_measuring(resnet):
+    from sjconv.memory import WARMUP_STEPS, _measured
+
+    ann, images = resnet
+    snn = sjconv.convert(ann, "qcfs", "m")
+    # the first call (cuDNN benchmarking, CuPy compiling) peaks far higher than later ones
+    fake = _FakePeaks(lambda call, steps: 10**9 if call == 1 else 1000 + 300 * steps)
+    fp = _measured(snn.net, images, fake)
+    assert fake.calls == [WARMUP_STEPS, 1, 2]
+    assert (fp.fixed, fp.per_step, fp.how) == (1000, 300, "measured")
+
+
+@pytest.mark.parametrize("peaks", [{1: 5000, 2: 5000}, {1: 6000, 2: 5000}])
+def test_a_per_step_estimate_at_or_below_zero_falls_back_to_the_computed_one(resnet, peaks):
+    from sjconv.memory import _computed, _measured
+
+    ann, images = resnet
+    snn = sjconv.convert(ann, "qcfs", "m")
+    fp = _measured(snn.net, images, _FakePeaks(peaks))
+    assert fp.per_step == _computed(snn.net, images).per_step > 0
+    assert fp.how == "measured, per step computed"
+    assert fp.chunk_for(10 * fp.per_step, 1000) < 1000   # a budget still limits the chunk
+
+
+@pytest.mark.parametrize("exc,expected", [
+    (torch.OutOfMemoryError("x"), True), (MemoryError(), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"), False), (ValueError("out of memory"), False)])
+def test_allocation_failures_are_recognised(exc, expected):
+    from sjconv.memory import is_allocation_failure
+
+    assert is_allocation_failure(exc) is expected

@@ -182,7 +182,14 @@ def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
 def test_cupy_backend_with_cupy_but_no_gpu_fails_when_built(monkeypatch):
     """CuPy installed (a stand-in module here) on a machine without a GPU: refused when the network
     is built, with the fix; a CPU input to a 'cupy' node is refused at its first run."""
-    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    from sjconv.neurons import cupy_backend
+
+    cupy = types.ModuleType("cupy")   # with a loadable NVRTC, which the build-time check asks for
+    cupy.__version__ = "14.2.0"
+    cupy.cuda = types.SimpleNamespace(nvrtc=types.SimpleNamespace(getVersion=lambda: (13, 0)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(cupy_backend, "_ENVIRONMENT_OK", [])   # a success is remembered per process
+    monkeypatch.setattr(cupy_backend, "cupy_cuda_major", lambda cupy: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendUnavailableError, match=r"needs a CUDA GPU.*backend='torch'"):
         sjconv.convert(nn.Sequential(nn.Linear(2, 2), QCFS()), backend="cupy")

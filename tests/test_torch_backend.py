@@ -248,3 +248,17 @@ def test_dense_layouts_run_in_blocks_and_others_in_one(monkeypatch, block_size):
     calls.clear()
     compare(torch.randn(4, 2, 5, 3, 8)[..., ::2], v, None, None, 0.5, False, "qcfs")
     assert calls == [n]         # steps with gaps in memory: one block on the tensors as they are
+
+
+@pytest.mark.parametrize("device,calls", [("cpu", 3), ("meta", 1)])
+def test_layers_are_blocked_on_the_cpu_only(monkeypatch, block_size, device, calls):
+    """Blocks keep a block's buffers in the CPU's cache; on a GPU (here the meta device, which
+    runs no arithmetic) each operation is a launch and a layer runs as one block (issue #19)."""
+    monkeypatch.setattr(torch_backend, "BLOCK", 37)
+    seen = []
+    real = torch_backend._steps
+    monkeypatch.setattr(torch_backend, "_steps", lambda xs, *args: seen.append(xs[0].numel()) or real(xs, *args))
+    x = torch.randn(4, 100, device=device)
+    v, count = torch.zeros(100, device=device), torch.zeros(100, device=device)
+    out = torch_backend.run_steps(x, v, count, torch.ones(100, dtype=torch.bool, device=device), 0.5, True)
+    assert len(seen) == calls and sum(seen) == 100 and out[0].shape == x.shape

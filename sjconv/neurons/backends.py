@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .. import catalog
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import ConfigError
 from . import torch_backend
 
 
@@ -37,11 +37,11 @@ def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
 
 
 def _cupy_check():
-    from .cupy_backend import require_cupy
+    """CuPy, a GPU, CuPy built for torch's CUDA major version, NVRTC loadable (see
+    :func:`sjconv.neurons.cupy_backend.check_environment`): checked when a node is built."""
+    from .cupy_backend import check_environment
 
-    require_cupy()
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError("backend='cupy' needs a CUDA GPU and none is visible: use backend='torch'")
+    check_environment()
 
 
 def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):

@@ -10,15 +10,23 @@ torch backend.
 - dtypes: float32, float16, bfloat16 inputs (arithmetic in float32, output in the input dtype).
   Half formats are converted with PTX ``cvt`` / bit operations, so no CUDA headers are needed and
   the source compiles the same under cupy-cuda12x and cupy-cuda13x.
+- subnormals: CuPy compiles with ``-ftz=true``, so the float32 additions, multiplications and
+  comparisons are inline PTX without ``.ftz`` (a subnormal potential stays a subnormal, as in
+  torch); ``tests/test_kernel_nvrtc.py`` checks that the compiled PTX has no ``.ftz``.
 - layout: works on the tensor's storage as it is when one time step is dense (contiguous or
   channels_last); other layouts are copied to contiguous first.
-- stream: launched on torch's current CUDA stream; modules compiled once per device and dtype.
+- launch: each variant is resolved once per (device, format, flags) inside that device's CuPy
+  context, and launched there with torch's current stream of the input's device passed explicitly.
+- environment: :func:`check_environment` runs when a network is built (CuPy's CUDA major version
+  against torch's, NVRTC loadable); compile and load failures are one-line
+  :class:`~sjconv.errors.BackendUnavailableError` messages with the fix.
 - inference only: inputs that require grad are refused (the kernel has no backward).
 - self-checked: the first launch for a device and dtype is preceded by a bit-exact comparison of
   every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernel_check`).
 """
 
 import functools
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,16 +35,42 @@ from ..errors import BackendUnavailableError, ConfigError
 from . import kernel_check
 from .launch import prepare
 
-__all__ = ["multi_step", "prepare", "require_cupy", "kernel_name", "check_input", "external_stream"]
+__all__ = ["multi_step", "prepare", "require_cupy", "check_environment", "kernel_name", "check_input",
+           "external_stream"]
 
 _SOURCE = r"""
 typedef unsigned short u16;
 
-#ifndef SJCONV_HOST_EMULATION   /* tests compile this source for the CPU with their own versions */
+/* Float32 arithmetic and comparisons, rounded to nearest and never flushing subnormals.
+   CuPy compiles with -ftz=true (and -ftz=false after it does not undo that), which would turn
+   a + b, __fadd_rn and a < b into .ftz instructions: a subnormal potential would read as 0 and
+   the spikes differ from the torch backend. Inline PTX is emitted as written, so the device
+   code has no .ftz; the host fallback is what tests compile with g++ (-ffp-contract=off). */
+#ifdef __CUDA_ARCH__
+#define SJ_BINARY(name, op) __device__ __forceinline__ float name(float a, float b) { \
+  float r; asm(op " %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+#define SJ_COMPARE(name, cmp) __device__ __forceinline__ bool name(float a, float b) { \
+  unsigned int r; asm("{ .reg .pred p; setp." cmp ".f32 p, %1, %2; selp.u32 %0, 1, 0, p; }" \
+                      : "=r"(r) : "f"(a), "f"(b)); return r != 0; }
+SJ_BINARY(sj_add, "add.rn.f32") SJ_BINARY(sj_sub, "sub.rn.f32") SJ_BINARY(sj_mul, "mul.rn.f32")
+SJ_COMPARE(sj_ge, "ge") SJ_COMPARE(sj_gt, "gt") SJ_COMPARE(sj_lt, "lt") SJ_COMPARE(sj_le, "le")
+__device__ __forceinline__ float sj_neg(float a) { float r; asm("neg.f32 %0, %1;" : "=f"(r) : "f"(a)); return r; }
 __device__ __forceinline__ float sj_h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ u16 sj_f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float sj_bits2f(unsigned int u) { return __uint_as_float(u); }
+__device__ __forceinline__ unsigned int sj_f2bits(float f) { return __float_as_uint(f); }
+#else   /* host fallback (tests): sj_h2f, sj_f2h, sj_bits2f and sj_f2bits come from the includer */
+static inline float sj_add(float a, float b) { return a + b; }
+static inline float sj_sub(float a, float b) { return a - b; }
+static inline float sj_mul(float a, float b) { return a * b; }
+static inline bool sj_ge(float a, float b) { return a >= b; }
+static inline bool sj_gt(float a, float b) { return a > b; }
+static inline bool sj_lt(float a, float b) { return a < b; }
+static inline bool sj_le(float a, float b) { return a <= b; }
+static inline float sj_neg(float a) { return -a; }
 #endif
 
+/* Storage formats: load to float32, store a float32 rounded to nearest even. */
 struct F32 { typedef float T;
   static __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
   static __device__ __forceinline__ void store(float* p, long long i, float f) { p[i] = f; } };
@@ -47,12 +81,14 @@ struct F16 { typedef u16 T;
 
 struct BF16 { typedef u16 T;
   static __device__ __forceinline__ float load(const u16* p, long long i) {
-    return __uint_as_float(((unsigned int)p[i]) << 16); }
+    return sj_bits2f(((unsigned int)p[i]) << 16); }
   static __device__ __forceinline__ void store(u16* p, long long i, float f) {
-    unsigned int u = __float_as_uint(f);                 /* round to nearest even (f is finite) */
+    unsigned int u = sj_f2bits(f);                 /* round to nearest even (f is finite) */
     u += 0x7FFFu + ((u >> 16) & 1u);
     p[i] = (u16)(u >> 16); } };
 
+/* One thread per neuron, all steps. Variants are template parameters: the storage format D and
+   the flags SIGNED (negative spikes), MASKED (SRP output mask) and SNM (negative rule v <= -θ). */
 template <typename D, bool SIGNED, bool MASKED, bool SNM>
 __global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T* __restrict__ out,
                               float* __restrict__ v, float* __restrict__ count,
@@ -61,21 +97,22 @@ __global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T
                               const long long out_step, const float theta) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
+  const float neg_theta = sj_neg(theta);
   float vi = v[i];
   float ci = SIGNED ? count[i] : 0.0f;
   const bool keep = MASKED ? (mask[i] != 0) : true;
   #pragma unroll 4
   for (int t = 0; t < steps; ++t) {
-    vi = __fadd_rn(vi, D::load(x, t * x_step + i));
+    vi = sj_add(vi, D::load(x, t * x_step + i));
     float s = 0.0f;
-    if (vi >= theta) {
+    if (sj_ge(vi, theta)) {
       s = 1.0f;
-    } else if (SIGNED && ci > 0.0f && (SNM ? (vi <= -theta) : (vi < 0.0f))) {
+    } else if (SIGNED && sj_gt(ci, 0.0f) && (SNM ? sj_le(vi, neg_theta) : sj_lt(vi, 0.0f))) {
       s = -1.0f;
     }
-    vi = __fsub_rn(vi, __fmul_rn(theta, s));
-    if (SIGNED) ci = __fadd_rn(ci, s);
-    D::store(out, t * out_step + i, keep ? __fmul_rn(s, theta) : 0.0f);
+    vi = sj_sub(vi, sj_mul(theta, s));
+    if (SIGNED) ci = sj_add(ci, s);
+    D::store(out, t * out_step + i, keep ? sj_mul(s, theta) : 0.0f);
   }
   v[i] = vi;
   if (SIGNED) count[i] = ci;
@@ -84,9 +121,12 @@ __global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T
 
 _FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 _BLOCK = 256
+#: NVRTC options of the module (CuPy adds its own, -ftz=true among them)
+MODULE_OPTIONS = ("--std=c++14",)
 
 
 def _flags():
+    """Every kernel variant of one format, as ``(signed, masked, snm)``."""
     for signed in (False, True):
         for masked in (False, True):
             for snm in ((False, True) if signed else (False,)):
@@ -96,6 +136,11 @@ def _flags():
 def _name(fmt, signed, masked, snm):
     b = lambda flag: "true" if flag else "false"  # noqa: E731
     return f"sjconv_neuron<{fmt}, {b(signed)}, {b(masked)}, {b(snm)}>"
+
+
+def module_names(fmt: str):
+    """The name expressions of one format's module: every variant of :func:`_flags`."""
+    return [_name(fmt, *f) for f in _flags()]
 
 
 def require_cupy():
@@ -108,15 +153,99 @@ def require_cupy():
     return cupy
 
 
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
+def cupy_cuda_major(cupy) -> Optional[int]:
+    """The CUDA major version CuPy was built for: from its wheel's name (cupy-cuda12x,
+    cupy-cuda13x), else from the CUDA runtime it loads; None when neither tells."""
+    from importlib import metadata
+
+    for major in (13, 12, 11):
+        try:
+            metadata.version(f"cupy-cuda{major}x")
+            return major
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:  # noqa: BLE001 - a source build without a loadable runtime: nothing to compare
+        return None
+
+
+_NVRTC_FIX = {12: "pip install nvidia-cuda-nvrtc-cu12", 13: "pip install 'cuda-toolkit[nvrtc]==13.*'"}
+
+
+def check_environment() -> None:
+    """What ``backend='cupy'`` needs, checked when a network is built (cheap; no compilation):
+    CuPy importable, a CUDA GPU visible, CuPy built for torch's CUDA major version, NVRTC
+    loadable. Raises :class:`BackendUnavailableError` with the fix; a success is remembered."""
+    if _ENVIRONMENT_OK:
+        return
+    cupy = require_cupy()
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError("backend='cupy' needs a CUDA GPU and none is visible: use backend='torch'")
+    torch_major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else None
+    cupy_major = cupy_cuda_major(cupy)
+    if torch_major is not None and cupy_major is not None and torch_major != cupy_major:
+        raise BackendUnavailableError(
+            f"CuPy {cupy.__version__} is built for CUDA {cupy_major} but torch {torch.__version__} for CUDA "
+            f"{torch.version.cuda}: pip uninstall cupy-cuda{cupy_major}x && pip install 'sjconv[cupy{torch_major}]' "
+            f"(cupy-cuda{torch_major}x), or use backend='torch'")
+    try:
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as exc:  # noqa: BLE001 - pathfinder, OSError, CUDA errors: all mean "no NVRTC"
+        fix = _NVRTC_FIX.get(cupy_major, "install the NVRTC of CuPy's CUDA version")
+        raise BackendUnavailableError(
+            f"CuPy {cupy.__version__} cannot load NVRTC, the compiler of its kernels ({_first_line(exc)}): "
+            f"{fix}, or use backend='torch'") from None
+    _ENVIRONMENT_OK.append(True)
+
+
+#: non-empty once :func:`check_environment` passed in this process
+_ENVIRONMENT_OK = []
+
+
+def _build_error(exc: BaseException, device_index: int, fmt: str) -> BackendUnavailableError:
+    """A failure to compile or load the kernel, as one line with the fix."""
+    text = str(exc)
+    if "UNSUPPORTED_PTX_VERSION" in text or "NO_BINARY_FOR_GPU" in text or "INVALID_PTX" in text:
+        fix = ("the NVIDIA driver is older than CuPy's compiler (NVRTC): update the driver, or install the "
+               "CuPy build (and torch) for the CUDA version the driver supports (nvidia-smi shows it)")
+    elif "nvrtc" in text.lower() and ("not found" in text.lower() or "load" in text.lower()):
+        fix = "CuPy cannot load NVRTC: " + " (CUDA 12) or ".join(_NVRTC_FIX.values()) + " (CUDA 13)"
+    else:
+        fix = "use backend='torch' (identical spikes) and please report this with your GPU, CUDA and CuPy versions"
+    return BackendUnavailableError(f"backend='cupy' could not build its {fmt} kernel on cuda:{device_index} "
+                                   f"({_first_line(exc)}): {fix}")
+
+
 @functools.lru_cache(maxsize=None)
 def _module(device_index: int, fmt: str):
-    """RawModule with every flag combination of one dtype, compiled once per device."""
+    """RawModule with every variant of one format, compiled and loaded once per device."""
     cupy = require_cupy()
     with cupy.cuda.Device(device_index):
-        module = cupy.RawModule(code=_SOURCE, options=("--std=c++14",),
-                                name_expressions=[_name(fmt, *f) for f in _flags()])
-        module.compile()
+        try:
+            module = cupy.RawModule(code=_SOURCE, options=MODULE_OPTIONS, name_expressions=module_names(fmt))
+            module.compile()
+        except Exception as exc:  # noqa: BLE001 - NVRTC, driver and loader errors alike
+            raise _build_error(exc, device_index, fmt) from None
     return module
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(device_index: int, fmt: str, signed: bool, masked: bool, snm: bool):
+    """One kernel variant on one device, resolved once inside that device's context (a kernel
+    resolved elsewhere would load the module on the current device instead)."""
+    cupy = require_cupy()
+    with cupy.cuda.Device(device_index):
+        try:
+            return _module(device_index, fmt).get_function(_name(fmt, signed, masked, snm))
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _build_error(exc, device_index, fmt) from None
 
 
 class _StreamHandle:
@@ -136,6 +265,12 @@ def external_stream(cupy, ptr: int, device_index: int):
     if from_external is not None:
         return from_external(_StreamHandle(ptr))
     return cupy.cuda.ExternalStream(ptr, device_index)
+
+
+@functools.lru_cache(maxsize=64)
+def _stream(ptr: int, device_index: int):
+    """:func:`external_stream`, made once per torch stream (torch reuses a few streams)."""
+    return external_stream(require_cupy(), ptr, device_index)
 
 
 def check_input(x_seq: torch.Tensor) -> None:
@@ -165,22 +300,26 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     return _fused(x_seq, v, count, mask, theta, signed, snm)
 
 
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
-    """:func:`multi_step` without the input checks and the self-check."""
+    """:func:`multi_step` without the input checks and the self-check: one launch on torch's
+    current stream of the input's device, inside that device's CuPy context."""
     cupy = require_cupy()
     launch = prepare(x_seq, v, count, mask, signed)
     result = launch.out, launch.v, (launch.count if signed else None)
     if launch.n == 0 or launch.steps == 0:
         return result
-    device = launch.x.device
-    kernel = _module(device.index, _FORMATS[launch.x.dtype]).get_function(
-        kernel_name(launch.x.dtype, signed, mask is not None, snm))
+    index = _device_index(launch.x.device)
+    kernel = _kernel(index, _FORMATS[launch.x.dtype], bool(signed), mask is not None, bool(snm))
     ptrs = launch.pointer_args()
     args = tuple(np.uint64(p) for p in ptrs[:5]) + (np.int64(launch.n), np.int32(launch.steps),
                                                      np.int64(ptrs[7]), np.int64(ptrs[8]), np.float32(theta))
-    stream = external_stream(cupy, torch.cuda.current_stream(device).cuda_stream, device.index)
-    with cupy.cuda.Device(device.index), stream:
-        kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
+    stream = _stream(torch.cuda.current_stream(index).cuda_stream, index)
+    with cupy.cuda.Device(index):
+        kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args, stream=stream)
     return result
 
 

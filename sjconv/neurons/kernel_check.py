@@ -12,6 +12,11 @@ The probes:
 - inputs on a grid of θ/4, so the potential lands exactly on θ, 0 and −θ (the ``>=``, ``< 0``
   and ``<= -θ`` edges) and the signed count goes up and down;
 - a θ halfway between two values of the input dtype, so outputs θ·s round at a tie;
+- subnormal inputs (float32 values below 2^-126) next to steps that bring the potential to exactly
+  0, so potentials become subnormal and the ``< 0`` edge sees them: a kernel compiled with
+  flush-to-zero arithmetic (CuPy compiles with ``-ftz=true``) reads them as 0 and misses
+  negative spikes that the torch backend fires (θ = 1, v0 = 0.5, x = [0.5, -1e-39]: torch gives
+  [1, -1], a flushing kernel [1, 0]; the probe starts with exactly that);
 - a size that is not a multiple of the block size, an SRP mask, and every run split into two
   calls, so the initial state is read and the final state written back.
 """
@@ -32,15 +37,33 @@ SPLIT_AT = 7
 TIE_THETA = {torch.float32: 0.75, torch.float16: 1 + 3 * 2**-11, torch.bfloat16: 1 + 3 * 2**-8}
 
 
+#: float32 subnormals of the subnormal probe: the smallest, two in between, the largest
+SUBNORMALS = (2.0**-149, 1e-39, 5.9e-39, 2.0**-126 - 2.0**-149)
+
+
+def subnormal_probe(gen) -> torch.Tensor:
+    """θ = 1 inputs: steps of ±θ/2 (the potential returns to exactly 0 often) mixed with
+    ±subnormals; neuron 0 starts with the case of the docstring (0.5, then -1e-39)."""
+    shape = (PROBE_STEPS, PROBE_NEURONS)
+    half_steps = torch.randint(-1, 2, shape, generator=gen).float() * 0.5
+    tiny = torch.tensor(SUBNORMALS)[torch.randint(0, len(SUBNORMALS), shape, generator=gen)]
+    tiny = tiny * (torch.randint(0, 2, shape, generator=gen).float() * 2 - 1)
+    x = torch.where(torch.rand(shape, generator=gen) < 0.4, tiny, half_steps)
+    x[0, 0], x[1, 0] = 0.5, -1e-39
+    return x
+
+
 def probes(device, dtype):
-    """``[(theta, x_seq)]``: the grid probe (exact ties of the potential) and the rounding probe."""
+    """``[(theta, x_seq)]``: the grid probe (exact ties of the potential), the rounding probe and
+    the subnormal probe (subnormals survive in float32 and bfloat16; float16 rounds them to 0)."""
     gen = torch.Generator().manual_seed(20261125)
     shape = (PROBE_STEPS, PROBE_NEURONS)
     grid_theta = 0.5
     grid = torch.randint(-2, 3, shape, generator=gen).float() * (grid_theta / 2)   # exact in every dtype
     noise = torch.randn(shape, generator=gen) * 0.8
     return [(grid_theta, grid.to(device=device, dtype=dtype)),
-            (TIE_THETA[dtype], noise.to(device=device, dtype=dtype))]
+            (TIE_THETA[dtype], noise.to(device=device, dtype=dtype)),
+            (1.0, subnormal_probe(gen).to(device=device, dtype=dtype))]
 
 
 def _split_run(run, x_seq, v, count, mask, theta, signed, snm):

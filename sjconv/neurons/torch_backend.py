@@ -11,6 +11,8 @@ Two further choices make it fast on the CPU:
   neurons are processed in blocks of :data:`BLOCK`, all T steps of a block before the next, so the
   block's state and temporaries stay in cache from one step to the next (the signed neuron keeps
   five buffers, which at 1M neurons no longer fit). The operations per element are unchanged.
+  On the CPU only: on a GPU every operation is a kernel launch, and blocks would multiply the
+  launches (a signed [64, 4M] layer: 8192 launches instead of 512) for no cache benefit.
 - 0/1 flags in float32, not bool: bool comparisons and bool masks are much slower on the CPU
   (figures below).
 
@@ -99,6 +101,9 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
 #: the state and temporaries of a block (up to 6 float32 buffers) stay in cache between steps
 BLOCK = 1 << 18
 
+#: device types whose layers are run in blocks (a cache optimisation; launches cost on a GPU)
+BLOCK_DEVICES = ("cpu",)
+
 
 def _dense(t: torch.Tensor) -> bool:
     """Whether ``t``'s elements fill ``numel`` consecutive storage slots (any dim order,
@@ -137,7 +142,7 @@ def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
     vs = list(v_seq.unbind(0)) if record_v else None
     n = vw.numel()
-    if n > BLOCK and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
+    if n > BLOCK and vw.device.type in BLOCK_DEVICES and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
         # same strides everywhere: the k-th storage slot of every tensor is the same neuron
         flat = {k: _flat(t) for k, t in state.items()}
         xs, outs = [_flat(t) for t in xs], [_flat(t) for t in outs]

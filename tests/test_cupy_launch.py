@@ -1,0 +1,285 @@
+"""The cupy backend's real launch path on the CPU, through a stand-in ``cupy`` module.
+
+``cupy_backend._fused`` (layout, kernel cache, device context, stream, arguments, grid) runs
+unchanged; only ``require_cupy`` returns the stand-in, whose ``RawModule`` runs the kernel source
+compiled for the host with g++ (``host_kernel.py``). The stand-in checks what a GPU would only
+show as a crash or wrong numbers: every argument's type against the kernel's signature (parsed
+from the source), the grid against n, that compilation, kernel resolution and launches happen
+inside the ``Device`` context of the input's device, and that the stream passed is torch's
+current stream of that device.
+"""
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from sjconv.errors import BackendUnavailableError
+from sjconv.neurons import cupy_backend as cb
+from sjconv.neurons import rules
+
+from host_kernel import call, compile_for_host
+
+_C_TYPES = {"long long": np.int64, "int": np.int32, "float": np.float32}
+
+
+def kernel_signature(source: str):
+    """numpy scalar type of each kernel parameter, in order (pointers: uint64, as CuPy takes them)."""
+    params = re.search(r"void sjconv_neuron\((.*?)\)\s*\{", source, re.S).group(1)
+    types = []
+    for param in params.split(","):
+        words = param.replace("__restrict__", "").replace("const", "").split()
+        if "*" in param:
+            types.append(np.uint64)
+        else:
+            types.append(_C_TYPES[" ".join(words[:-1])])
+    return types
+
+
+_FORMAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class FakeCupy:
+    """Just enough of CuPy for ``cupy_backend``: Device contexts, streams, RawModule/RawKernel."""
+
+    __version__ = "14.2.0 (stand-in)"
+
+    def __init__(self, lib, streams):
+        self.lib, self.streams = lib, streams
+        self.device_stack = []
+        self.compiled, self.resolved, self.launches = [], [], []
+        fake = self
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def __enter__(self):
+                fake.device_stack.append(self.index)
+
+            def __exit__(self, *exc):
+                fake.device_stack.pop()
+
+        class Stream:
+            def __init__(self, ptr):
+                self.ptr = ptr
+
+            @staticmethod
+            def from_external(obj):
+                kind, ptr = obj.__cuda_stream__()
+                assert kind == 0
+                return Stream(ptr)
+
+        self.cuda = SimpleNamespace(Device=Device, Stream=Stream)
+        self.RawModule = lambda **kw: FakeModule(fake, **kw)
+
+    @property
+    def device(self):
+        return self.device_stack[-1] if self.device_stack else None
+
+
+class FakeModule:
+    def __init__(self, fake, code, options, name_expressions):
+        self.fake, self.code, self.names = fake, code, list(name_expressions)
+        self.device = None
+        assert options == cb.MODULE_OPTIONS
+
+    def compile(self):
+        assert self.fake.device is not None, "compiled outside a Device context"
+        self.device = self.fake.device
+        self.fake.compiled.append((self.device, self.names[0].split("<")[1].split(",")[0]))
+
+    def get_function(self, name):
+        assert name in self.names
+        assert self.fake.device == self.device, "kernel resolved outside its module's device"
+        self.fake.resolved.append((self.device, name))
+        return FakeKernel(self.fake, name, self.device, kernel_signature(self.code))
+
+
+class FakeKernel:
+    def __init__(self, fake, name, device, signature):
+        self.fake, self.name, self.device, self.signature = fake, name, device, signature
+        fmt, *flags = (w.strip() for w in name[name.index("<") + 1:-1].split(","))
+        self.dtype, self.flags = _FORMAT_DTYPES[fmt], [f == "true" for f in flags]
+
+    def __call__(self, grid, block, args, stream=None, shared_mem=0):
+        fake = self.fake
+        assert fake.device == self.device, f"launched on device {fake.device}, kernel of device {self.device}"
+        assert stream is not None and stream.ptr == fake.streams[self.device], "not torch's current stream"
+        assert len(args) == len(self.signature)
+        for i, (arg, want) in enumerate(zip(args, self.signature)):
+            assert type(arg) is want, f"argument {i}: {type(arg).__name__}, the kernel takes {want.__name__}"
+        n = int(args[5])
+        assert len(grid) == 1 and len(block) == 1 and grid[0] * block[0] >= n > (grid[0] - 1) * block[0]
+        fake.launches.append((self.device, self.name, grid, block))
+        call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:], grid[0], block[0])
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory):
+    return compile_for_host(tmp_path_factory.mktemp("launch"))
+
+
+@pytest.fixture
+def fake_cupy(host_lib, monkeypatch):
+    streams = {0: 0x1000, 1: 0x2001}
+    fake = FakeCupy(host_lib, streams)
+    current = {"device": 1}
+    monkeypatch.setattr(cb, "require_cupy", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current["device"])
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: SimpleNamespace(cuda_stream=streams[device]))
+    fake.current = current
+    for cache in (cb._module, cb._kernel, cb._stream):
+        cache.cache_clear()
+    yield fake
+    for cache in (cb._module, cb._kernel, cb._stream):
+        cache.cache_clear()
+
+
+def _inputs(layout, dtype):
+    base = (torch.randn(6, 2, 5, 4, 3) * 0.7).to(dtype)
+    if layout == "contiguous":
+        return base
+    if layout == "channels_last":
+        x = base.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(base.shape)
+        assert x[0].is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return x
+    if layout == "transposed":
+        return base.transpose(-1, -2)
+    if layout == "sliced":
+        return (torch.randn(6, 2, 10, 4, 3) * 0.7).to(dtype)[:, :, ::2]
+    if layout == "expanded":
+        return base[:1].expand(6, -1, -1, -1, -1)
+    if layout == "no steps":
+        return base[:0]
+    return base[:, :, :0]   # "no neurons"
+
+
+LAYOUTS = ["contiguous", "channels_last", "transposed", "sliced", "expanded", "no steps", "no neurons"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("signed,masked,snm", [(False, False, False), (True, True, False), (True, False, True)])
+def test_fused_launch_matches_the_rules(fake_cupy, layout, dtype, signed, masked, snm):
+    theta = 0.6
+    x = _inputs(layout, dtype)
+    step = x.shape[1:]
+    v0 = torch.full(step, 0.0 if snm else theta / 2)
+    c0 = torch.zeros(step)
+    mask = torch.rand(step) > 0.3 if masked else None
+    got = cb._fused(x, v0, c0, mask, theta, signed, snm)
+    want = rules.run_steps(x, v0, c0 if signed else None, mask, theta, signed, "snm" if snm else "qcfs")
+    assert got[0].shape == x.shape and got[0].dtype == dtype
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    if signed:
+        assert torch.equal(got[2], want[2])
+    assert torch.equal(v0, torch.full(step, 0.0 if snm else theta / 2))   # the caller's state is untouched
+    launched = x.shape[0] > 0 and x[0].numel() > 0
+    assert len(fake_cupy.launches) == int(launched)
+    if launched:
+        assert fake_cupy.launches[0][0] == 1   # the current device (CPU tensors have no index)
+
+
+def test_kernels_are_resolved_once_per_device_format_and_variant(fake_cupy):
+    x = torch.randn(4, 768)      # a whole number of blocks: one block too many would show
+    v, c = torch.zeros(768), torch.zeros(768)
+    for _ in range(3):
+        cb._fused(x, v, c, None, 0.5, True, False)
+        cb._fused(x, v, c, None, 0.5, False, False)
+        cb._fused(x.half(), v, c, None, 0.5, False, False)
+    fake_cupy.current["device"] = 0      # another device: its own module and kernels
+    cb._fused(x, v, c, None, 0.5, True, False)
+    assert fake_cupy.compiled == [(1, "F32"), (1, "F16"), (0, "F32")]
+    assert [(d, n.split("<")[1]) for d, n in fake_cupy.resolved] == [
+        (1, "F32, true, false, false>"), (1, "F32, false, false, false>"), (1, "F16, false, false, false>"),
+        (0, "F32, true, false, false>")]
+    assert len(fake_cupy.launches) == 10 and fake_cupy.launches[-1][0] == 0
+    assert all(grid == (3,) and block == (256,) for _, _, grid, block in fake_cupy.launches)
+
+
+def test_the_stand_in_catches_a_wrong_argument_type(fake_cupy, monkeypatch):
+    monkeypatch.setattr(cb.np, "int32", np.int64)    # steps passed as a 64-bit integer
+    with pytest.raises(AssertionError, match="argument 6: int64, the kernel takes int32"):
+        cb._fused(torch.randn(3, 10), torch.zeros(10), torch.zeros(10), None, 0.5, False, False)
+
+
+def test_signature_parsed_from_the_source():
+    assert kernel_signature(cb._SOURCE) == [np.uint64] * 5 + [np.int64, np.int32, np.int64, np.int64, np.float32]
+
+
+@pytest.mark.parametrize("message,fix", [
+    ("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the provided PTX was compiled with an unsupported toolchain.",
+     "update the driver"),
+    ("nvrtc: libnvrtc.so.13 not found\ndetails", "cannot load NVRTC"),
+    ("error: identifier \"foo\" is undefined", "backend='torch'")])
+def test_build_failures_are_one_line_with_the_fix(fake_cupy, monkeypatch, message, fix):
+    def fail(self):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(FakeModule, "compile", fail)
+    with pytest.raises(BackendUnavailableError) as err:
+        cb._fused(torch.randn(2, 5), torch.zeros(5), torch.zeros(5), None, 0.5, False, False)
+    text = str(err.value)
+    assert "\n" not in text and fix in text and message.splitlines()[0][:40] in text
+
+
+def _environment(monkeypatch, cupy_major, nvrtc=lambda: (13, 0), torch_cuda="13.0"):
+    fake = SimpleNamespace(__version__="14.2.0", cuda=SimpleNamespace(nvrtc=SimpleNamespace(getVersion=nvrtc)))
+    monkeypatch.setattr(cb, "_ENVIRONMENT_OK", [])
+    monkeypatch.setattr(cb, "require_cupy", lambda: fake)
+    monkeypatch.setattr(cb, "cupy_cuda_major", lambda cupy: cupy_major)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+
+
+def test_environment_check_passes_and_is_remembered(monkeypatch):
+    calls = []
+    _environment(monkeypatch, 13, nvrtc=lambda: calls.append(1) or (13, 0))
+    cb.check_environment()
+    cb.check_environment()
+    assert calls == [1]
+
+
+def test_cupy_built_for_another_cuda_than_torch_is_refused(monkeypatch):
+    _environment(monkeypatch, 12)
+    with pytest.raises(BackendUnavailableError, match=r"built for CUDA 12 but torch .* for CUDA 13\.0: .*"
+                                                      r"sjconv\[cupy13\]"):
+        cb.check_environment()
+
+
+def test_nvrtc_that_does_not_load_is_one_line_with_the_fix(monkeypatch):
+    def missing():
+        raise RuntimeError("Failure finding \"libnvrtc.so\": No such file\nsearched: ...")
+
+    _environment(monkeypatch, 13, nvrtc=missing)
+    with pytest.raises(BackendUnavailableError) as err:
+        cb.check_environment()
+    assert "cannot load NVRTC" in str(err.value) and "cuda-toolkit[nvrtc]==13.*" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cupy_cuda_major_from_the_wheel_name_or_the_runtime(monkeypatch):
+    from importlib import metadata
+
+    def version(name):
+        if name == "cupy-cuda12x":
+            return "13.6.0"
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert cb.cupy_cuda_major(None) == 12
+    monkeypatch.setattr(metadata, "version", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    runtime = SimpleNamespace(runtime=SimpleNamespace(runtimeGetVersion=lambda: 13020))
+    assert cb.cupy_cuda_major(SimpleNamespace(cuda=runtime)) == 13
+
+
+def test_nodes_check_the_environment_when_built(monkeypatch):
+    from sjconv.neurons import SpikingNode
+
+    _environment(monkeypatch, 12)
+    with pytest.raises(BackendUnavailableError, match="built for CUDA 12"):
+        SpikingNode(1.0, backend="cupy")
