@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional, Type
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
+from .catalog import check_levels
 from .errors import ConfigError, ConversionError
 from .neurons import ConvertedSNN, check_backend, node_for, resolve, step_mode_of, unwrap
 from .qcfs import QCFS
@@ -74,7 +75,7 @@ _HINTS = {
 def _convert_module(module: nn.Module, path: str, make_node) -> nn.Module:
     """The converted counterpart of ``module`` (a private deep copy: containers are edited in place)."""
     if isinstance(module, QCFS):
-        return make_node(module.thresh)
+        return make_node(module.thresh, module.L)
     factory = LAYER_FACTORIES.get(type(module))
     if factory is not None:
         return factory(module)
@@ -92,28 +93,33 @@ def _convert_module(module: nn.Module, path: str, make_node) -> nn.Module:
 
 
 def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend: str = "torch",
-            tau: Optional[int] = None, neg_rule: str = "qcfs") -> ConvertedSNN:
+            tau: Optional[int] = None, neg_rule: str = "qcfs", levels: Optional[int] = None) -> ConvertedSNN:
     """Convert a QCFS ANN into a SpikingJelly SNN.
 
     :param ann: a QCFS ANN (left untouched; parameters are copied, dtype and device kept)
     :param method: a name of :data:`sjconv.neurons.METHODS`: ``'qcfs'`` (half-threshold IF),
         ``'neg'`` (signed IF), ``'srp'`` (SRP-masked IF), ``'srp+neg'``, ``'cos'`` (COS-calibrated
-        IF) or ``'cos+neg'``
+        IF), ``'cos+neg'``, ``'gn'`` (group neurons, multi-level spikes) or ``'gn+neg'``
     :param step_mode: ``'m'`` (T folded into the batch) or ``'s'`` (one step per call)
     :param backend: ``'torch'`` (torch operations, any device) or ``'cupy'`` (one fused CUDA kernel
         per neuron layer and call; CUDA inputs, inference only)
     :param tau: pre-run steps of SRP (τ) and COS (ρ) methods (default from the method table;
         must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
+    :param levels: members m of each group neuron (``'gn'``, ``'gn+neg'``); None: each QCFS layer's own
+        L, so that the SNN at T = 1 is the ANN (docs/methods.md §12); refused for other methods
     :returns: a :class:`ConvertedSNN` in eval mode
     """
     record, tau = resolve(method, tau, neg_rule)
+    levels = check_levels(levels, method)
     if step_mode not in ("s", "m"):
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
 
-    def make_node(thresh):
-        node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau)
+    def make_node(thresh, L):
+        members = (levels or L) if record.group else None
+        node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau,
+                        levels=members)
         return node.to(device=thresh.device, dtype=thresh.dtype)
 
     net = _convert_module(copy.deepcopy(ann), "", make_node)
