@@ -50,17 +50,17 @@ def _cupy_check():
         raise BackendUnavailableError("backend='cupy' needs a CUDA GPU and none is visible: use backend='torch'")
 
 
-def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
+def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels=None):
     """One fused CuPy launch for all steps; with ``record_v``, one launch per step (to read v)."""
     from .cupy_backend import multi_step
 
     snm = neg_rule == "snm"
     if not record_v:
-        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm)
+        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm, levels)
         return out, v, count, None
     outs, v_steps = [], []
     for t in range(x_seq.shape[0]):
-        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm)
+        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm, levels)
         outs.append(out)
         v_steps.append(v)
     return torch.cat(outs), v, count, torch.stack(v_steps)
