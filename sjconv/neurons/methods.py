@@ -1,9 +1,9 @@
 """The conversion methods, one record each: the single table that ``convert``, ``simulate``,
 the experiment runner, the report, the command-line choices and the benchmarks read.
 
-A method is a node kind (signed or not, which pre-run) plus a table label. Its name, label and
-kind are a :class:`~sjconv.catalog.MethodSpec` in :mod:`sjconv.catalog` (readable without torch);
-this module attaches the node class of that kind. Adding a method is one record there, plus its
+A method is a node kind (signed or not, which pre-run, group neurons or not) plus a table label.
+Its name, label and kind are a :class:`~sjconv.catalog.MethodSpec` in :mod:`sjconv.catalog`
+(readable without torch); this module attaches the node class of that kind. Adding a method is one record there, plus its
 rule in :mod:`sjconv.neurons.rules` and, for a new pre-run kind, a
 :class:`~sjconv.catalog.PreRunKind` and its step in the node.
 """
