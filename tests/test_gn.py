@@ -350,3 +350,24 @@ def test_pooled_group_spikes_count_their_units_rounded_up():
     assert ops["3"]["sops"] > ops["3"]["sop_events"]   # pooled multi-level spikes: more units than events
     plain = analyze(ann, sjconv.convert(ann, "qcfs"), images, 4)
     assert all(op["sops"] == op["sop_events"] for op in plain["ops"]["layers"])
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_analysis_of_gn_leaves_logits_and_finds_no_error_at_T1(mode):
+    """With m = L the unevenness-error cases at T = 1 are all 'exact' (φ(1) = a in every layer),
+    and the probe's tags and hooks change nothing: logits with and without analysis are equal."""
+    from sjconv.analysis import analyze
+
+    torch.manual_seed(1)
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), sjconv.QCFS(4, 1.0), nn.AvgPool2d(2),
+                        nn.Conv2d(4, 4, 3, padding=1), sjconv.QCFS(4, 1.0), nn.Flatten(),
+                        nn.Linear(64, 3)).eval()
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2
+    snn = sjconv.convert(ann, "gn", step_mode=mode)
+    before = sjconv.simulate(snn, images, 3)
+    result = analyze(ann, snn, images, 1)
+    for layer in result["layers"]:
+        assert layer["cases"]["a0_exact"] + layer["cases"]["apos_exact"] == pytest.approx(1.0)
+        assert layer["rel_error"] < 1e-6
+    assert torch.equal(sjconv.simulate(snn, images, 3), before)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in snn.modules())
