@@ -70,10 +70,22 @@ def minimal_inplace_loop(x, theta):
     return out
 
 
-def loop_runner(run_steps, x, theta, signed, neg_rule, mask):
-    """One call of a ``run_steps`` loop (reference or in-place) from the node's initial state."""
-    v0 = torch.full_like(x[0], 0.0 if neg_rule == "snm" else theta / 2, dtype=torch.float32)
+#: members of the group neurons (gn, gn+neg) timed here
+GROUP_LEVELS = 4
+
+
+def loop_runner(run_steps, x, theta, signed, neg_rule, mask, levels=None):
+    """One call of a ``run_steps`` loop (reference or in-place) from the node's initial state
+    (``levels``: a group neuron's members; its in-place loop is :mod:`sjconv.neurons.torch_group`)."""
+    unit = theta / levels if levels else theta
+    v0 = torch.full_like(x[0], 0.0 if neg_rule == "snm" else unit / 2, dtype=torch.float32)
     c0 = torch.zeros_like(v0) if signed else None
+    if levels:
+        if run_steps is torch_backend.run_steps:
+            from sjconv.neurons import torch_group
+
+            return lambda: torch_group.run_steps(x, v0, c0, mask, theta, signed, neg_rule, False, levels)
+        return lambda: run_steps(x, v0, c0, mask, theta, signed, neg_rule, levels=levels)
     return lambda: run_steps(x, v0, c0, mask, theta, signed, neg_rule)
 
 
@@ -134,19 +146,21 @@ def main(argv=None):
                       node_runner(neuron.HalfThresholdIFNode(v_threshold=theta, step_mode="m"), x), 4)]
             for method, record in METHODS.items():
                 signed, srp = record.signed, record.node.PRERUN == "srp"
+                levels = GROUP_LEVELS if record.group else None
                 state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
                 for neg_rule in (("qcfs", "snm") if signed else ("qcfs",)):
                     kind = method + (" (snm)" if neg_rule == "snm" else "")
                     for impl, run_steps in LOOPS:
                         cases.append((kind, impl, loop_runner(run_steps, x, theta, signed, neg_rule,
-                                                              mask if srp else None), state_bytes))
+                                                              mask if srp else None, levels), state_bytes))
                 for backend in BACKENDS:
                     if get_backend(backend).needs_cuda and not on_cuda:
                         rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
                                      "status": "skipped: CUDA only"})
                         continue
                     try:
-                        node = SpikingNode(theta, signed=signed, srp=srp, step_mode="m", backend=backend)
+                        node = SpikingNode(theta, signed=signed, srp=srp, step_mode="m", backend=backend,
+                                           levels=levels)
                     except SjconvError as exc:
                         rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
                                      "status": str(exc)})

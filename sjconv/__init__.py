@@ -28,7 +28,7 @@ _HOMES = {
     "load_checkpoint": ".checkpoint",
     **dict.fromkeys(["finetune", "load_into_ann", "ann_state_dict"], ".finetune"),
     **dict.fromkeys(["ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
-                     "COSSignedIFNode"], ".neurons"),
+                     "COSSignedIFNode", "GroupNode", "SignedGroupNode"], ".neurons"),
     **dict.fromkeys(["SjconvError", "ConfigError", "CheckpointError", "ConversionError",
                      "BackendUnavailableError"], ".errors"),
 }

@@ -3,7 +3,8 @@
 For a batch of images, a method and a number of main-run steps T, :func:`analyze` reports per
 neuron layer (every QCFS module of the ANN and the spiking node at the same path of the SNN):
 
-- firing rate: nonzero outputs per neuron per step, split into positive and negative spikes;
+- firing rate: nonzero outputs (spike events) per neuron per step, split into positive and negative
+  spikes; a group neuron's event carries k units (docs/methods.md §14), counted apart;
 - the unevenness-error case fractions of docs/methods.md §7, comparing the ANN's QCFS activation ``a``
   with the SNN's mean output ``φ(T) = (1/T) Σ_t out[t]``;
 - the relative error ``‖φ(T) − a‖ / ‖a‖`` over the whole batch;
@@ -25,6 +26,7 @@ of all steps. SRP pre-run steps are counted per module and kept out of every mai
 their synaptic operations are reported separately.
 """
 
+import weakref
 from typing import Dict, Iterable, Optional, Sequence
 
 import torch
@@ -32,7 +34,7 @@ import torch.nn as nn
 
 from .errors import ConfigError, SjconvError
 from .activations import activation_names
-from .neurons import SpikingNode, step_mode_of, unwrap
+from .neurons import SpikingNode, rules, step_mode_of, unwrap
 from .neurons.fold import fold_state, steps_view
 from .simulate import iter_logits
 
@@ -45,6 +47,25 @@ E_MAC_PJ = 4.6
 CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
 
 _SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)
+
+#: a synaptic input of |x| counts ceil(|x|/q - UNIT_SLACK) units (q: its group neuron's unit), so
+#: k·q rounded to float counts k, and an average-pooled value counts its units rounded up
+UNIT_SLACK = 1e-3
+
+
+def _units(x: torch.Tensor, unit: float) -> torch.Tensor:
+    """Units of each element of ``x`` (float64): ⌈|x|/q − slack⌉, the slack being
+    :data:`UNIT_SLACK` plus 4 rounding errors of x's dtype (k·q in float16 may round up by
+    k·2⁻¹¹), so that a value k·q counts k units and any other value its units rounded up."""
+    ratio = x.double().abs() / unit
+    eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 0.0
+    return torch.ceil(ratio * (1 - 4 * eps) - UNIT_SLACK).clamp_min(0)
+
+
+def _unit_of(node: SpikingNode) -> float:
+    """The value of one unit of ``node``'s spikes: q = θ/m for a group neuron, θ otherwise."""
+    theta = float(node.v_threshold)
+    return rules.group_quantum(theta, node.levels) if node.levels is not None else theta
 
 
 # ------------------------------------------------------------------------------ ANN side
@@ -106,6 +127,7 @@ class _NeuronLayer:
         self.sum = None        # float64 Σ out over main steps, shape of a
         self.pos = 0
         self.neg = 0
+        self.units = 0         # Σ |out| / unit: the units the spikes carry (= pos + neg unless group)
         self.errors: Dict[int, Optional[float]] = {}
         self.dtype = None
 
@@ -127,6 +149,7 @@ class _SynapticLayer:
         self.batch = None
         self.count_main = None
         self.count_pre = None
+        self.units_main = None  # float64 map: units of the main-run inputs (events unless from a group neuron)
 
 
 class _Probe:
@@ -160,6 +183,12 @@ class _Probe:
         self._fold = fold_state(net)
         self._node_ran = False
         self._handles = []
+        # group neurons send k units per event: their outputs are tagged with their unit q, and the
+        # tag follows them through parameter-free modules (pooling, flatten, dropout) to a synapse
+        self._grouped = any(layer.node.levels is not None for layer in self.neurons)
+        self._carriers = [m for m in modules.values() if self._grouped and not isinstance(m, (SpikingNode,) + _SYNAPTIC)
+                          and not list(m.children()) and not list(m.parameters(recurse=False))]
+        self._units: Dict[int, tuple] = {}
 
     # ----------------------------------------------------------------- hooks
     def _steps_of(self, module, tensor):
@@ -181,10 +210,30 @@ class _Probe:
 
     def _on_root(self, module, inputs):
         self._node_ran = False
+        self._units = {}
+
+    def _tag(self, tensor, unit: float):
+        if isinstance(tensor, torch.Tensor):
+            self._units[id(tensor)] = (weakref.ref(tensor), unit)
+
+    def _unit_tag(self, tensor) -> Optional[float]:
+        """The unit q of the group neuron whose output ``tensor`` is (through parameter-free
+        modules), or None."""
+        entry = self._units.get(id(tensor))
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+    def _on_carrier(self, module, inputs, output):
+        unit = self._unit_tag(inputs[0]) if len(inputs) == 1 else None
+        if unit is not None:
+            self._tag(output, unit)
 
     def _on_node(self, layer: _NeuronLayer):
+        unit = _unit_of(layer.node)
+
         def hook(module, inputs, output):
             self._node_ran = True
+            if self._grouped:
+                self._tag(output, unit)
             block = self._steps_of(module, output)
             main, _ = self._main_part(layer, block)
             if main.shape[0] == 0:
@@ -201,6 +250,7 @@ class _Probe:
                 layer.sum += out.double()
                 layer.pos = layer.pos + (out > 0).sum()  # tensors: no device sync per step
                 layer.neg = layer.neg + (out < 0).sum()
+                layer.units = layer.units + torch.round(out.double().abs() / unit).sum()
                 if layer.steps in self.checkpoints:
                     layer.errors[layer.steps] = layer.rel_error()
         return hook
@@ -215,10 +265,17 @@ class _Probe:
                 layer.fanout = _fanout_map(module, step_shape, block.device)
                 layer.count_main = torch.zeros(step_shape, dtype=torch.int64, device=block.device)
                 layer.count_pre = torch.zeros_like(layer.count_main)
+                layer.units_main = torch.zeros(step_shape, dtype=torch.float64, device=block.device)
             main, pre = self._main_part(layer, block)
             if not layer.analog:
-                layer.count_main += (main != 0).sum(dim=(0, 1))
+                events = (main != 0).sum(dim=(0, 1))
+                layer.count_main += events
                 layer.count_pre += (pre != 0).sum(dim=(0, 1))
+                unit = self._unit_tag(inputs[0]) if self._grouped else None
+                if unit is None:
+                    layer.units_main += events
+                else:
+                    layer.units_main += _units(main, unit).sum(dim=(0, 1))
         return hook
 
     def __enter__(self):
@@ -228,6 +285,8 @@ class _Probe:
                 self._handles.append(layer.node.register_forward_hook(self._on_node(layer)))
             for layer in self.synapses:
                 self._handles.append(layer.module.register_forward_hook(self._on_synapse(layer)))
+            for module in self._carriers:
+                self._handles.append(module.register_forward_hook(self._on_carrier))
         except BaseException:
             self.remove()
             raise
@@ -303,7 +362,8 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
 
     Per neuron layer (``layers``): ``name`` (module path), ``theta``, ``neurons`` (per sample),
     ``rate``/``rate_pos``/``rate_neg`` (nonzero, positive, negative outputs per neuron per step),
-    ``spikes_per_image``, ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
+    ``spikes_per_image`` (spike events), ``units_per_image`` (the units they carry: k for a group
+    neuron's event of value k·q, docs/methods.md §14; equal to the events otherwise), ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
     (a=0, φ>a), ``a0_below``, ``apos_exact``, ``case2`` (a>0, φ>a), ``case3`` (a>0, φ<a), summing to
     1, and totals ``a_zero``, ``a_pos``), ``rel_error`` (None when ‖a‖ = 0).
 
@@ -314,10 +374,15 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
     analog image (``input: 'analog'``): in the SNN it costs ``snn_macs`` = its MACs at every executed
     step, pre-run included (an implementation caching the static image's result would pay it
     once). Every other layer costs ``sops`` = Σ over main steps and input elements of
-    1[input ≠ 0] × the element's exact fan-out (either spike sign; after average pooling a
-    nonzero pooled value counts as one event), and ``sops_prerun`` for SRP pre-run steps.
+    units(input) × the element's exact fan-out, and ``sops_prerun`` for SRP pre-run steps.
+    units(x) is 1[x ≠ 0] for spikes of one unit (either sign; after average pooling a nonzero
+    pooled value counts as one event); for an input that comes from a group neuron (directly or
+    through parameter-free modules such as pooling) it is ⌈|x|/q − 10⁻³⌉, the k units of a
+    multi-level spike k·q (a pooled value: its units rounded up): an event of k units costs k
+    accumulates per connection. ``sop_events`` is the same sum with 1[x ≠ 0] (events, whatever
+    they carry); the two are equal without group neurons.
     Bias additions, batch norm (assumed folded), pooling and neuron updates are not counted.
-    Energy: SNN = (all SOPs)·E_AC + snn_macs·E_MAC, ANN = macs·E_MAC, with E_AC = 0.9 pJ and
+    Energy: SNN = (all SOPs, in units)·E_AC + snn_macs·E_MAC, ANN = macs·E_MAC, with E_AC = 0.9 pJ and
     E_MAC = 4.6 pJ (45 nm figures commonly used in the SNN literature).
     """
     probe, method, tau = _run(ann, snn, images, T, tau, chunk, checkpoints=(), ops=True)
@@ -333,7 +398,7 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
         layers.append({
             "name": layer.name, "theta": theta, "neurons": step_numel // batch,
             "rate": (pos + neg) / denom, "rate_pos": pos / denom, "rate_neg": neg / denom,
-            "spikes_per_image": (pos + neg) / batch,
+            "spikes_per_image": (pos + neg) / batch, "units_per_image": float(layer.units) / batch,
             "cases": _cases(layer.a, phi, tol), "rel_error": layer.rel_error()})
 
     op_layers = []
@@ -342,17 +407,19 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
             continue
         per_sample = float(s.fanout.sum())
         op = {"name": s.name, "input": "analog" if s.analog else "spikes", "macs": per_sample,
-              "sops": 0.0, "sops_prerun": 0.0, "snn_macs": 0.0}
+              "sops": 0.0, "sops_prerun": 0.0, "snn_macs": 0.0, "sop_events": 0.0}
         if s.analog:
             op["snn_macs"] = per_sample * s.seen
         else:
-            op["sops"] = float((s.count_main.double() * s.fanout).sum()) / s.batch
+            op["sops"] = float((s.units_main * s.fanout).sum()) / s.batch
+            op["sop_events"] = float((s.count_main.double() * s.fanout).sum()) / s.batch
             op["sops_prerun"] = float((s.count_pre.double() * s.fanout).sum()) / s.batch
         op_layers.append(op)
     sops = sum(o["sops"] + o["sops_prerun"] for o in op_layers)
     snn_macs = sum(o["snn_macs"] for o in op_layers)
     ann_macs = sum(o["macs"] for o in op_layers)
     ops = {"layers": op_layers, "snn_sops_per_image": sops, "snn_macs_per_image": snn_macs,
+           "snn_sop_events_per_image": sum(o["sop_events"] + o["sops_prerun"] for o in op_layers),
            "ann_macs_per_image": ann_macs,
            "snn_energy_pj": sops * E_AC_PJ + snn_macs * E_MAC_PJ, "ann_energy_pj": ann_macs * E_MAC_PJ,
            "e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ}

@@ -10,7 +10,7 @@ parsers, print ``--help`` and refuse bad arguments before torch or SpikingJelly 
 """
 
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
 from .errors import ConfigError
@@ -67,23 +67,30 @@ def prerun_kind(name: Optional[str]) -> Optional[PreRunKind]:
 @dataclass(frozen=True)
 class MethodSpec:
     """One conversion method without its node class: name (API and CLI), table label, whether
-    its neurons are signed (negative spikes) and its pre-run kind (None: no pre-run)."""
+    its neurons are signed (negative spikes), its pre-run kind (None: no pre-run) and whether
+    they are group neurons (m members, multi-level spikes; docs/methods.md §14)."""
 
     name: str
     label: str
     signed: bool
     prerun: Optional[PreRunKind]
+    #: keyword-only with a default, so the records that extend this one may add required fields
+    group: bool = field(default=False, kw_only=True)
 
     @property
     def default_tau(self) -> int:
         """Default pre-run steps (0 for a method without a pre-run)."""
         return self.prerun.default_steps if self.prerun else 0
 
-    def row_label(self, tau: int = 0, neg_rule: str = "qcfs") -> str:
-        """Table row label, e.g. 'QCFS', 'NegSpike (SNM)', 'SRP (τ=4)', 'COS + Neg (ρ=4)'."""
+    def row_label(self, tau: int = 0, neg_rule: str = "qcfs", levels=None) -> str:
+        """Table row label, e.g. 'QCFS', 'NegSpike (SNM)', 'SRP (τ=4)', 'COS + Neg (ρ=4)', 'GN (m=4)'.
+        ``levels``: the members m of a group method (an int, or a sequence when layers differ)."""
         notes = ["SNM"] if (self.signed and neg_rule == "snm") else []
         if self.prerun:
             notes.append(f"{self.prerun.symbol}={tau}")
+        if self.group and levels is not None:
+            shown = [levels] if isinstance(levels, numbers.Integral) else sorted(set(levels))
+            notes.append("m=" + "/".join(str(int(m)) for m in shown))
         return f"{self.label} ({', '.join(notes)})" if notes else self.label
 
 
@@ -95,6 +102,8 @@ METHODS = {m.name: m for m in (
     MethodSpec("srp+neg", "SRP + Neg", signed=True, prerun=PRERUNS["srp"]),
     MethodSpec("cos", "COS", signed=False, prerun=PRERUNS["cos"]),
     MethodSpec("cos+neg", "COS + Neg", signed=True, prerun=PRERUNS["cos"]),
+    MethodSpec("gn", "GN", signed=False, prerun=None, group=True),
+    MethodSpec("gn+neg", "GN + Neg", signed=True, prerun=None, group=True),
 )}
 
 
@@ -136,6 +145,21 @@ def check_method(method: str, tau=None, neg_rule: str = "qcfs") -> Tuple[MethodS
                               f"with method '{method}'")
         return spec, 0
     return spec, spec.prerun.check_steps(tau)
+
+
+def check_levels(levels, method: Optional[str] = None):
+    """``levels`` (members m of a group neuron; None: each QCFS layer's own L) as an int >= 1,
+    else a :class:`ConfigError`; given with a method that has no group neurons, also an error."""
+    if levels is None:
+        return None
+    if method is not None and not method_spec(method).group:
+        grouped = " or ".join(m for m, spec in METHODS.items() if spec.group)
+        raise ConfigError(f"levels (members per group neuron) is only meaningful for group methods "
+                          f"({grouped}); got levels={levels!r} with method '{method}'")
+    whole = isinstance(levels, numbers.Integral) or (isinstance(levels, float) and levels.is_integer())
+    if isinstance(levels, bool) or not whole or levels < 1:
+        raise ConfigError(f"levels (members per group neuron) must be a whole number >= 1, got {levels!r}")
+    return int(levels)
 
 
 # ----------------------------------------------------------------------------- backends

@@ -24,6 +24,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from .activations import LEVEL_NAMES, activation_names, check_activation, holds_threshold
+from .catalog import check_levels
 from .errors import ConfigError, ConversionError
 from .modelcheck import inspect_forward
 from .neurons import ConvertedSNN, check_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
@@ -103,8 +104,8 @@ def _convert_module(module: nn.Module, path: str, make_node, keep_layers: bool) 
     ``layer`` counterparts."""
     where = path or "the model itself"
     if activation_names(module) is not None:
-        theta, _ = check_activation(module, path)
-        return make_node(theta)
+        theta, levels = check_activation(module, path)
+        return make_node(theta, levels)
     factory = LAYER_FACTORIES.get(type(module))
     if factory is not None:
         _check_batch_independent(module, where)
@@ -143,19 +144,22 @@ def _choose_layout(ann: nn.Module, layout: str):
 
 
 def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend: str = "torch",
-            tau: Optional[int] = None, neg_rule: str = "qcfs", layout: str = "auto") -> ConvertedSNN:
+            tau: Optional[int] = None, neg_rule: str = "qcfs", levels: Optional[int] = None,
+            layout: str = "auto") -> ConvertedSNN:
     """Convert a QCFS ANN into a SpikingJelly SNN.
 
     :param ann: a QCFS ANN (left untouched; parameters are copied, dtype and device kept)
     :param method: a name of :data:`sjconv.neurons.METHODS`: ``'qcfs'`` (half-threshold IF),
         ``'neg'`` (signed IF), ``'srp'`` (SRP-masked IF), ``'srp+neg'``, ``'cos'`` (COS-calibrated
-        IF) or ``'cos+neg'``
+        IF), ``'cos+neg'``, ``'gn'`` (group neurons, multi-level spikes) or ``'gn+neg'``
     :param step_mode: ``'m'`` (T folded into the batch) or ``'s'`` (one step per call)
     :param backend: ``'torch'`` (torch operations, any device) or ``'cupy'`` (one fused CUDA kernel
         per neuron layer and call; CUDA inputs, inference only)
     :param tau: pre-run steps of SRP (τ) and COS (ρ) methods (default from the method table;
         must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
+    :param levels: members m of each group neuron (``'gn'``, ``'gn+neg'``); None: each QCFS layer's own
+        L, so that the SNN at T = 1 is the ANN (docs/methods.md §14); refused for other methods
     :param layout: how multi-step mode runs the model (:mod:`sjconv.neurons.fold`): ``'auto'``
         (``'layers'`` when the model's forward allows it, else ``'folded'``), ``'layers'`` (refused,
         naming the line, when the forward needs folding) or ``'folded'``
@@ -165,12 +169,15 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         not a QCFS clip-floor-shift, one θ per channel), naming the module or line and the fix
     """
     record, tau = resolve(method, tau, neg_rule)
+    levels = check_levels(levels, method)
     if step_mode not in ("s", "m"):
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
 
-    def make_node(thresh):
-        node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau)
+    def make_node(thresh, L):
+        members = (levels or L) if record.group else None
+        node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau,
+                        levels=members)
         return node.to(device=thresh.device, dtype=thresh.dtype)
 
     layout, reason = _choose_layout(ann, layout)

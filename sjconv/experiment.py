@@ -11,6 +11,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch.nn as nn
 
 from .convert import convert
+from .catalog import check_levels
 from .errors import ConfigError
 from .neurons import METHODS
 from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
@@ -33,31 +34,40 @@ def _borrowed(ann: nn.Module, device):
             module.training = training
 
 
-def _convert_method(ann, method, tau, step_mode, backend, neg_rule):
+def _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels=None):
     """Convert for one table row: methods with a pre-run get ``tau`` steps (None: the method's
-    default), the others none; the signed-spike rule only goes to signed methods."""
+    default), the others none; the signed-spike rule only goes to signed methods, ``levels``
+    (None: each QCFS layer's L) only to group methods."""
     record = METHODS[method]
     return convert(ann, method=method, step_mode=step_mode, backend=backend,
-                   tau=tau if record.prerun else None, neg_rule=neg_rule if record.signed else "qcfs")
+                   tau=tau if record.prerun else None, neg_rule=neg_rule if record.signed else "qcfs",
+                   levels=levels if record.group else None)
 
 
 def _row(method, snn, neg_rule):
-    """The identifying fields of a table row: method, label, pre-run length and spike rule."""
+    """The identifying fields of a table row: method, label, pre-run length, spike rule and, for
+    group methods, the members per neuron (``levels``)."""
     signed = METHODS[method].signed
-    return {"method": method, "label": method_label(method, snn.tau, neg_rule if signed else "qcfs"),
-            "tau": snn.tau, "neg_rule": neg_rule if signed else None}
+    levels = snn.levels
+    row = {"method": method, "label": method_label(method, snn.tau, neg_rule if signed else "qcfs", levels),
+           "tau": snn.tau, "neg_rule": neg_rule if signed else None}
+    if METHODS[method].group:
+        row["levels"] = list(levels) if isinstance(levels, tuple) else levels
+    return row
 
 
 def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps: Sequence[int],
                 tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch", device=None,
                 chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
-                memory_budget=None, reduce: Optional[Callable[[List[int]], List[int]]] = None) -> Dict:
+                memory_budget=None, reduce: Optional[Callable[[List[int]], List[int]]] = None,
+                levels: Optional[int] = None) -> Dict:
     """ANN accuracy, then for each method: convert, evaluate every T in one pass.
 
     Returns a JSON-ready dict: ``ann_accuracy``, ``T``, ``num_images`` and ``methods`` (a list of
     ``{method, label, tau, neg_rule, accuracy: {T: %}, chunk_used, seconds}``; ``chunk_used``: the
     time steps per network call, see :func:`sjconv.simulate.count_correct`). Methods with a pre-run (SRP,
-    COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods.
+    COS) use ``tau`` steps (None: each method's default); ``neg_rule`` applies to signed methods,
+    ``levels`` (members per group neuron; None: the QCFS layers' L) to group methods.
     The ANN runs on ``device`` in eval mode and is given back on its own device and in its own
     train/eval modes.
 
@@ -67,6 +77,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     single-process figures (docs/methods.md §11).
     """
     reduce = reduce or _single_process
+    check_levels(levels)
     with _borrowed(ann, device) as ann:
         started = time.perf_counter()
         ann_correct, total = reduce(list(count_correct_ann(ann, loader, device=device, progress=progress)))
@@ -75,7 +86,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
                    "ann_accuracy": accuracies({0: ann_correct}, total)[0],
                    "ann_seconds": round(time.perf_counter() - started, 3), "num_images": total, "methods": []}
         for method in methods:
-            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
+            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels)
             row = _row(method, snn, neg_rule)
             results["methods"].append(_evaluated(row, snn, loader, steps, device, chunk, progress, memory_budget,
                                                  reduce))
@@ -105,7 +116,7 @@ def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable
                    steps: Sequence[int], train_T: int, epochs: int, lr: float = 1e-3, loss: str = "tet",
                    lam: float = 1e-3, tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch",
                    device=None, chunk: Optional[int] = None, progress: bool = True, neg_rule: str = "qcfs",
-                   memory_budget=None) -> list:
+                   memory_budget=None, levels: Optional[int] = None) -> list:
     """For each method: convert (torch backend), fine-tune at ``train_T`` steps on ``train_loader``
     (:func:`sjconv.finetune.finetune`), map back onto a copy of the ANN, convert that as the plain
     rows are (same step mode, backend, chunking) and evaluate it: rows for ``results["methods"]``
@@ -117,7 +128,7 @@ def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable
     rows = []
     with _borrowed(ann, device) as ann:
         for method in methods:
-            trainable = _convert_method(ann, method, tau, "m", "torch", neg_rule)
+            trainable = _convert_method(ann, method, tau, "m", "torch", neg_rule, levels)
             started = time.perf_counter()
             history = finetune(trainable, train_loader, train_T, epochs, lr=lr, loss=loss, lam=lam, device=device,
                                progress=progress, desc=f"fine-tune {method}")
@@ -125,7 +136,7 @@ def finetuned_rows(ann: nn.Module, train_loader: Iterable, test_loader: Iterable
                         "lam": lam if loss == "tet" else 0.0, "seconds": round(time.perf_counter() - started, 3),
                         "history": history}
             tuned = load_into_ann(copy.deepcopy(ann), trainable)
-            snn = _convert_method(tuned, method, tau, step_mode, backend, neg_rule)
+            snn = _convert_method(tuned, method, tau, step_mode, backend, neg_rule, levels)
             row = _row(method, snn, neg_rule)
             row.update(label=f"{row['label']} + FT (T={train_T}, {epochs} ep)", finetuned=True, finetune=settings)
             rows.append(_evaluated(row, snn, test_loader, steps, device, chunk, progress, memory_budget))
@@ -161,7 +172,8 @@ def first_images(loader: Iterable, count: int):
 
 def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Sequence[int],
                     prefix: str, tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch",
-                    device=None, chunk: Optional[int] = None, neg_rule: str = "qcfs") -> Dict:
+                    device=None, chunk: Optional[int] = None, neg_rule: str = "qcfs",
+                    levels: Optional[int] = None) -> Dict:
     """Per-layer analysis (:mod:`sjconv.analysis`) of every method at T = max(steps) and the
     relative error at every T, on ``images``. Prints a per-layer table per method, writes
     ``PREFIX_analysis.json`` and per-method PNGs ``PREFIX_<method>_{rates,cases,error_vs_T}.png``."""
@@ -171,7 +183,7 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
     report = {"images": int(images.shape[0]), "T": max(steps), "methods": []}
     with _borrowed(ann, device) as ann:
         for method in methods:
-            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule)
+            snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels)
             result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
             errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
             print(analysis.format_layer_table(result))

@@ -26,13 +26,14 @@ def training_state_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".state.pth"
 
 
-def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs") -> str:
+def method_label(method: str, tau: int = 0, neg_rule: str = "qcfs", levels=None) -> str:
     """Row label of a method (from the method table), e.g. 'SRP (τ=4)', 'COS + Neg (ρ=4)',
-    'NegSpike (SNM)'; a name outside the table is its own label."""
+    'NegSpike (SNM)', 'GN (m=4)' (``levels``: members of a group method); a name outside the table
+    is its own label."""
     from .catalog import METHODS
 
     record = METHODS.get(method)
-    return record.row_label(tau, neg_rule) if record else method
+    return record.row_label(tau, neg_rule, levels) if record else method
 
 
 def format_table(title: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],

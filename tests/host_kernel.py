@@ -37,24 +37,25 @@ static Dim3 blockIdx, threadIdx, blockDim;
 FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def symbol(dtype, signed, masked, snm):
-    return f"run_{FORMATS[dtype]}_{int(signed)}{int(masked)}{int(snm)}"
+def symbol(dtype, signed, masked, snm, group=False):
+    return f"run_{'group_' if group else ''}{FORMATS[dtype]}_{int(signed)}{int(masked)}{int(snm)}"
 
 
 def _wrappers():
     lines = []
     for dtype, fmt in FORMATS.items():
-        for signed, masked, snm in cb._flags():
-            name = cb.kernel_name(dtype, signed, masked, snm)
+        for (signed, masked, snm), group in ((f, g) for g in (False, True) for f in cb._flags()):
+            name = (cb.group_kernel_name if group else cb.kernel_name)(dtype, signed, masked, snm)
+            params, args = ("float q, int levels", "q, levels") if group else ("float theta", "theta")
             lines.append(
-                f'extern "C" void {symbol(dtype, signed, masked, snm)}(void* x, void* out, void* v, void* c, '
-                f"void* m, long long n, int steps, long long xs, long long os, float theta, "
+                f'extern "C" void {symbol(dtype, signed, masked, snm, group)}(void* x, void* out, void* v, void* c, '
+                f"void* m, long long n, int steps, long long xs, long long os, {params}, "
                 f"unsigned int grid, unsigned int block) {{\n"
                 f"  blockDim.x = block;\n"
                 f"  for (unsigned int b = 0; b < grid; ++b) for (unsigned int t = 0; t < block; ++t) {{\n"
                 f"    blockIdx.x = b; threadIdx.x = t;\n"
                 f"    {name}((const {fmt}::T*)x, ({fmt}::T*)out, (float*)v, (float*)c, "
-                f"(const unsigned char*)m, n, steps, xs, os, theta); }}\n}}")
+                f"(const unsigned char*)m, n, steps, xs, os, {args}); }}\n}}")
     return "\n".join(lines)
 
 
@@ -73,19 +74,22 @@ def compile_for_host(folder, source=None):
     return ctypes.CDLL(str(lib))
 
 
-def call(lib, dtype, signed, masked, snm, pointers, n, steps, x_step, out_step, theta, grid, block):
-    """One emulated launch of a variant: the kernel's arguments as Python numbers."""
-    fn = getattr(lib, symbol(dtype, signed, masked, snm))
+def call(lib, dtype, signed, masked, snm, pointers, n, steps, x_step, out_step, theta, grid, block, levels=None):
+    """One emulated launch of a variant: the kernel's arguments as Python numbers (group neurons,
+    ``levels`` = m: q = θ/m in float32 and m in place of θ, as ``cupy_backend._fused`` passes them)."""
+    fn = getattr(lib, symbol(dtype, signed, masked, snm, levels is not None))
+    tail = ((ctypes.c_float(float(theta)),) if levels is None
+            else (ctypes.c_float(float(theta) / levels), ctypes.c_int(int(levels))))
     fn(*(ctypes.c_void_p(int(p)) for p in pointers), ctypes.c_longlong(int(n)), ctypes.c_int(int(steps)),
-       ctypes.c_longlong(int(x_step)), ctypes.c_longlong(int(out_step)), ctypes.c_float(float(theta)),
+       ctypes.c_longlong(int(x_step)), ctypes.c_longlong(int(out_step)), *tail,
        ctypes.c_uint(int(grid)), ctypes.c_uint(int(block)))
 
 
-def emulate(lib, x_seq, v, count, mask, theta, signed, snm, block=256):
+def emulate(lib, x_seq, v, count, mask, theta, signed, snm, levels=None, block=256):
     """``cupy_backend._fused`` with the launch run by the host-compiled kernel."""
     launch = cb.prepare(x_seq, v, count, mask, signed)
     p = launch.pointer_args()
     if launch.n and launch.steps:
         call(lib, launch.x.dtype, signed, mask is not None, snm, p[:5], p[5], p[6], p[7], p[8], theta,
-             (launch.n + block - 1) // block, block)
+             (launch.n + block - 1) // block, block, levels)
     return launch.out, launch.v, (launch.count if signed else None)

@@ -223,3 +223,93 @@ def reference_cos_network_logits(ann, images, T, rho, signed=False, thresh_of=qc
     x = images.unsqueeze(0).repeat(steps, *([1] * images.dim())).flatten(0, 1)
     out = net(x)
     return out.view(steps, images.shape[0], *out.shape[1:])[:T]
+
+
+def reference_group_node(x_seq, theta, levels, signed=False, snm=False, mask=None):
+    """Group neuron of docs/methods.md §14 (gn; gn+neg when ``signed``) for one node, element by
+    element: outputs [T, ...] (float32) and final (v, count). q = θ/m rounded to float32, member
+    thresholds j·q each rounded once to float32 (the reference code's ``arange(1, m+1)·q`` in
+    float32); v starts at q/2 (0 with the SNM rule); k counts the members at or above threshold,
+    or, signed and when none is, minus the members j with v below -(j-1)·q (SNM: at or below -j·q)
+    while the net count c is >= j; v -= k·q (k·q rounded once); c += k; output k·q."""
+    x = np.asarray(x_seq, dtype=np.float32)
+    T = x.shape[0]
+    flat = x.reshape(T, -1)
+    q = np.float32(float(theta) / levels)
+    thr = [np.float32(np.float32(j) * q) for j in range(1, levels + 1)]
+    neg_thr = [-t for t in thr] if snm else [np.float32(0.0)] + [-t for t in thr[:-1]]
+    out = np.zeros_like(flat)
+    v_end = np.zeros(flat.shape[1], np.float32)
+    c_end = np.zeros(flat.shape[1], np.float32)
+    keep = np.ones(flat.shape[1], bool) if mask is None else np.asarray(mask).reshape(-1)
+    for i in range(flat.shape[1]):
+        v = np.float32(0.0) if (signed and snm) else np.float32(q / np.float32(2))
+        c = 0
+        for t in range(T):
+            v = np.float32(v + flat[t, i])
+            k = sum(1 for j in range(levels) if v >= thr[j])
+            if signed and k == 0:
+                for j in range(1, levels + 1):
+                    below = (v <= neg_thr[j - 1]) if snm else (v < neg_thr[j - 1])
+                    if below and c >= j:
+                        k -= 1
+            kq = np.float32(np.float32(k) * q)
+            v = np.float32(v - kq)
+            c += k
+            out[t, i] = kq if keep[i] else 0.0
+        v_end[i], c_end[i] = v, c
+    shape = x.shape[1:]
+    return out.reshape(x.shape), v_end.reshape(shape), c_end.reshape(shape)
+
+
+class _ReferenceGN(nn.Module):
+    """A group neuron as the reference code (``Lyu6PosHao/ANN2SNN_GN``, ``modules.py: GN``) makes its
+    comparisons, re-typed: T folded into the batch; one potential per member, all m of them
+    updated alike, starting at 0.5·q; member thresholds ``bias = arange(1, m+1)·q`` built in the
+    default float dtype, then cast to the input's; a member fires where ``v - bias >= 0``; the
+    spikes are summed over members (k); ``v -= k·q``; output ``k·q``. The reference has no signed
+    version: ``signed`` adds ours (docs/methods.md §14), written from the rule."""
+
+    def __init__(self, thresh, T, members, signed=False):
+        super().__init__()
+        self.T, self.m, self.signed = T, members, signed
+        self.q = float(thresh.detach().reshape(-1)[0]) / members       # a Python float, as .item()/m
+
+    def forward(self, x):
+        x = x.view(self.T, x.shape[0] // self.T, *x.shape[1:])
+        rest = [1] * x[0].dim()
+        bias = (torch.arange(1, self.m + 1, 1) * self.q).view(-1, *rest).to(x)
+        v = torch.full_like(x[0], self.q * 0.5).repeat(self.m, *rest)
+        count = torch.zeros_like(x[0])
+        outs = []
+        for t in range(self.T):
+            v = v + x[t]
+            k = ((v - bias) >= 0).to(x).sum(dim=0)
+            if self.signed:
+                low = torch.cat([torch.zeros_like(bias[:1]), bias[:-1]])          # 0, q, ..., (m-1)q
+                members = torch.arange(1, self.m + 1, device=x.device).view(-1, *rest)
+                neg = ((v + low) < 0) & (count.unsqueeze(0) >= members) & (k == 0).unsqueeze(0)
+                k = k - neg.to(x).sum(dim=0)
+                count = count + k
+            v = v - k * self.q
+            outs.append(k * self.q)
+        return torch.stack(outs).flatten(0, 1)
+
+
+@torch.no_grad()
+def reference_gn_network_logits(ann, images, T, levels=None, signed=False):
+    """Per-step logits [T, N, classes] with every QCFS layer replaced by :class:`_ReferenceGN`
+    (``levels`` members; None: the layer's own L, as ``replace_qcfs_with_sn`` is used with m = L)."""
+    net = copy.deepcopy(ann).eval()
+
+    def swap(module):
+        for name, child in module.named_children():
+            if isinstance(child, QCFS):
+                setattr(module, name, _ReferenceGN(child.thresh, T, levels or child.L, signed))
+            else:
+                swap(child)
+
+    swap(net)
+    x = images.unsqueeze(0).repeat(T, *([1] * images.dim())).flatten(0, 1)
+    out = net(x)
+    return out.view(T, images.shape[0], *out.shape[1:])

@@ -88,10 +88,10 @@ def test_hand_net_rates_cases_error_and_ops(mode, chunk):
     ops = result["ops"]
     first, last = ops["layers"]
     assert first == {"name": "1", "input": "analog", "macs": 6.0, "sops": 0.0, "sops_prerun": 0.0,
-                     "snn_macs": 6.0 * 8}
+                     "snn_macs": 6.0 * 8, "sop_events": 0.0}
     # 14 spikes in the batch, each reaching 2 outputs -> 28 SOPs, 14 per image
     assert last == {"name": "3", "input": "spikes", "macs": 6.0, "sops": 14.0, "sops_prerun": 0.0,
-                    "snn_macs": 0.0}
+                    "snn_macs": 0.0, "sop_events": 14.0}
     assert ops["snn_sops_per_image"] == 14.0 and ops["ann_macs_per_image"] == 12.0
     assert ops["snn_energy_pj"] == pytest.approx(14 * 0.9 + 48 * 4.6)
     assert ops["ann_energy_pj"] == pytest.approx(12 * 4.6)
@@ -218,7 +218,7 @@ def test_conv_sops_match_brute_force_with_padding_stride_groups(padding_mode, mo
         assert dense2 < 4 * 3 * 3 * 1 * 9
     dense0 = brute_connections(torch.ones(1, 5, 5), 2, 1, 3, 1, 1, (5, 5), False)
     assert ops["0"] == {"name": "0", "input": "analog", "macs": dense0, "sops": 0.0, "sops_prerun": 0.0,
-                        "snn_macs": dense0 * T}
+                        "snn_macs": dense0 * T, "sop_events": 0.0}
     assert ops["5"]["macs"] == 36 * 3  # Linear: every input feature reaches every output
 
 

@@ -10,7 +10,7 @@ from sjconv.data import CIFAR, DATASETS
 from sjconv.errors import ConfigError
 from sjconv.finetune import LOSSES, OPTIMIZERS
 from sjconv.models import ARCHS
-from sjconv.neurons import BACKEND_TABLE, BACKENDS, METHODS, NODE_CLASSES, rules
+from sjconv.neurons import BACKEND_TABLE, BACKENDS, GROUP_NODE_CLASSES, METHODS, NODE_CLASSES, rules
 from sjconv.neurons.prerun import PRERUNS, PreRunKind
 
 
@@ -30,8 +30,11 @@ def test_methods_agree_with_the_catalog():
         assert record.node.SIGNED == spec.signed
         assert record.node.PRERUN == (spec.prerun.name if spec.prerun else None)
         assert record.row_label(4, "snm") == spec.row_label(4, "snm")
+        assert record.row_label(4, "snm", 8) == spec.row_label(4, "snm", 8)
+        assert (record.node in GROUP_NODE_CLASSES.values()) == spec.group
     # every node kind is some method's
-    assert {(r.node.SIGNED, r.node.PRERUN) for r in METHODS.values()} == set(NODE_CLASSES)
+    assert {(r.node.SIGNED, r.node.PRERUN) for r in METHODS.values() if not r.group} == set(NODE_CLASSES)
+    assert {r.node for r in METHODS.values() if r.group} == set(GROUP_NODE_CLASSES.values())
 
 
 def test_preruns_and_rules_are_the_catalog_s():
@@ -61,8 +64,17 @@ def test_archs_datasets_losses_agree_with_the_catalog():
 def test_catalog_checks_name_the_choices():
     with pytest.raises(ConfigError, match="unknown method 'nope'; choose one of qcfs, neg, srp"):
         catalog.method_spec("nope")
-    with pytest.raises(ConfigError, match=r"needs a signed method \(neg, srp\+neg or cos\+neg\)"):
+    with pytest.raises(ConfigError, match=r"needs a signed method \(neg, srp\+neg, cos\+neg or gn\+neg\)"):
         catalog.check_method("qcfs", None, "snm")
     with pytest.raises(ConfigError, match="only meaningful for methods with a pre-run"):
         catalog.check_method("neg", 2)
     assert catalog.check_method("cos+neg", None, "snm") == (catalog.METHODS["cos+neg"], 4)
+
+
+def test_levels_are_checked_with_their_method():
+    assert catalog.check_levels(None) is None and catalog.check_levels(4, "gn+neg") == 4 and catalog.check_levels(2.0) == 2
+    with pytest.raises(ConfigError, match=r"only meaningful for group methods \(gn or gn\+neg\)"):
+        catalog.check_levels(4, "cos")
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="whole number >= 1"):
+            catalog.check_levels(bad)

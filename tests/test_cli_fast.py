@@ -85,6 +85,17 @@ def test_tau_without_a_prerun_method_imports_no_torch(tool, tmp_path):
     assert "none of the methods (qcfs neg) has a pre-run" in line and "srp" in line
 
 
+@pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits"])
+def test_levels_without_a_group_method_imports_no_torch(tool, tmp_path):
+    """--levels with no group method would be ignored: it is refused instead; 0 members is an
+    argument error."""
+    line = _one_line_error(tool, ["--method", "qcfs", "cos", "--levels", "4"], tmp_path)
+    assert "none of the methods (qcfs cos) has them" in line and "gn, gn+neg" in line
+    status, _, err, imported = _run(tool, REQUIRED[tool] + ["--method", "gn", "--levels", "0"], tmp_path)
+    assert status == 2 and "argument --levels: expected a number >= 1, got 0" in err[-1]
+    _assert_light(imported)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 @pytest.mark.parametrize("tool", ["eval_cifar", "demo_digits"])
 def test_folder_that_refuses_files_is_caught_even_for_root(tool, tmp_path):

@@ -172,8 +172,9 @@ def test_cos_beats_plain_conversion_at_t1_on_calibrated_network(resnet20):
 
 # -------------------------------------------------------------------------- method table
 def test_method_table_drives_labels_and_defaults():
-    assert list(METHODS) == ["qcfs", "neg", "srp", "srp+neg", "cos", "cos+neg"]
+    assert list(METHODS) == ["qcfs", "neg", "srp", "srp+neg", "cos", "cos+neg", "gn", "gn+neg"]
     assert method_label("cos", 4) == "COS (ρ=4)"
+    assert method_label("gn", 0, "qcfs", 4) == "GN (m=4)"
     assert method_label("srp+neg", 2, "snm") == "SRP + Neg (SNM, τ=2)"
     assert method_label("neg", 0, "snm") == "NegSpike (SNM)"
     for name, record in METHODS.items():

@@ -190,3 +190,34 @@ def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remember
     assert [(c[0], c[1]) for c in calls] == [(dev0, torch.float32), (dev1, torch.float32),
                                              (dev0, torch.float16), (dev0, torch.float16)]
     assert "Fake GPU" in calls[0][2] and "CuPy 14.2" in calls[0][2]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("signed,neg_rule", [(False, "qcfs"), (True, "qcfs"), (True, "snm")])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("levels", [1, 4, 8])
+@pytest.mark.parametrize("mode", ["m", "s"])
+def test_group_neurons_bit_identical_to_torch(signed, neg_rule, dtype, levels, mode):
+    """gn / gn+neg (docs/methods.md §14) on the fused kernel, in both step modes and split calls."""
+    pytest.importorskip("cupy")
+    torch.manual_seed(0)
+    x = (torch.randn(12, 3, 37, 41, device="cuda") * 0.8).to(dtype)
+    results = []
+    for backend in ("torch", "cupy"):
+        node = SpikingNode(0.75, signed=signed, levels=levels, neg_rule=neg_rule, step_mode=mode, backend=backend)
+        out = torch.cat([node(x[:5]), node(x[5:])]) if mode == "m" else torch.stack([node(xt) for xt in x])
+        results.append((out, node.v, node.count if signed else None))
+    _assert_same(results)
+    assert (results[0][0].abs() > 0.75 / levels * 1.5).any() or levels == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["gn", "gn+neg"])
+def test_converted_group_network_on_cupy_equals_torch(method):
+    pytest.importorskip("cupy")
+    torch.manual_seed(1)
+    images = torch.randn(4, 3, 32, 32)
+    ann = calibrate_thresholds(sjconv.models.resnet20(num_classes=10, L=4), images).cuda()
+    want = sjconv.simulate(sjconv.convert(ann, method, backend="torch"), images.cuda(), 6)
+    got = sjconv.simulate(sjconv.convert(ann, method, backend="cupy"), images.cuda(), 6, chunk=4)
+    assert torch.equal(got, want)

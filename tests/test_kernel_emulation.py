@@ -14,7 +14,7 @@ import torch
 from spikingjelly.activation_based import functional
 
 from sjconv.errors import BackendUnavailableError
-from sjconv.neurons import SpikingNode, kernel_check
+from sjconv.neurons import SpikingNode, kernel_check, rules
 from sjconv.neurons import cupy_backend as cb
 
 from host_kernel import FORMATS, compile_for_host, emulate
@@ -115,12 +115,57 @@ def test_output_rounding_matches_torch_at_ties(host_kernels, dtype):
 
 
 def _runner(lib):
-    return lambda *args: emulate(lib, *args)
+    return lambda *args, **group: emulate(lib, *args, **group)
 
 
 @pytest.mark.parametrize("dtype", list(FORMATS))
 def test_self_check_accepts_the_kernel(host_kernels, dtype):
     kernel_check.verify(_runner(host_kernels), "cpu", dtype, cb._flags())
+    kernel_check.verify(_runner(host_kernels), "cpu", dtype, kernel_check.group_variants(cb._flags()))
+
+
+def group_torch_backend(x_seq, theta, levels, signed, snm, mask):
+    node = SpikingNode(theta, signed=signed, levels=levels, neg_rule="snm" if snm else "qcfs", step_mode="m")
+    functional.reset_net(node)
+    out = node(x_seq) if mask is None else None
+    if mask is not None:   # group nodes take no pre-run: the masked kernels are compared with the rule
+        v0 = torch.full(x_seq.shape[1:], 0.0 if snm else theta / levels / 2)
+        c0 = torch.zeros(x_seq.shape[1:]) if signed else None
+        out, v, c, _ = rules.run_steps(x_seq, v0, c0, mask, theta, signed, "snm" if snm else "qcfs", levels=levels)
+        return out, v, c
+    return out, node.v, (node.count if signed else None)
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+@pytest.mark.parametrize("signed,masked,snm", list(cb._flags()))
+@pytest.mark.parametrize("levels", [1, 3, 8])
+def test_host_compiled_group_kernel_matches_torch_backend(host_kernels, dtype, signed, masked, snm, levels):
+    theta = 0.7
+    x = (torch.randn(12, 3, 7, 5, generator=torch.Generator().manual_seed(levels)) * 0.5).to(dtype)
+    mask = torch.rand(3, 7, 5) > 0.3 if masked else None
+    v0 = torch.full((3, 7, 5), 0.0 if snm else theta / levels / 2)
+    c0 = torch.zeros(3, 7, 5)
+    got = emulate(host_kernels, x, v0, c0, mask, theta, signed, snm, levels)
+    want = group_torch_backend(x, theta, levels, signed, snm, mask)
+    for a, b in zip(got, want):
+        assert a is None or torch.equal(a, b)
+    if levels > 1:
+        assert (want[0].abs() > theta / levels * 1.5).any()    # multi-level spikes happened
+    if signed:
+        assert (want[0] < 0).any()
+
+
+def test_group_kernel_continues_across_calls_and_ties(host_kernels):
+    """Exact ties on member thresholds (grid of q/2), split calls carrying v and the count."""
+    levels, q = 4, 0.125
+    x = torch.randint(-9, 10, (14, 300), generator=torch.Generator().manual_seed(3)).float() * (q / 2)
+    v, c = torch.full((300,), q / 2), torch.zeros(300)
+    whole = rules.run_steps(x, v, c, None, q * levels, True, "qcfs", levels=levels)
+    outs = []
+    for part in (x[:5], x[5:6], x[6:]):
+        out, v, c = emulate(host_kernels, part, v, c, None, q * levels, True, False, levels)
+        outs.append(out)
+    assert torch.equal(torch.cat(outs), whole[0]) and torch.equal(v, whole[1]) and torch.equal(c, whole[2])
 
 
 #: the host fallback of an addition and a comparison, and the same flushing subnormals
@@ -143,6 +188,17 @@ MUTATIONS = {
     "sums flushed to zero": (FTZ_ADD[0], FTZ_ADD[1], torch.float32),
     "comparisons flush to zero": (FTZ_LT[0], FTZ_LT[1], torch.float32),
     "bf16 sums flushed to zero": (FTZ_ADD[0], FTZ_ADD[1], torch.bfloat16),
+    "group member fires at >": ("sj_ge(vi, sj_mul((float)(k + 1), q))", "sj_gt(vi, sj_mul((float)(k + 1), q))",
+                                torch.float32),
+    "group one member short": ("while (k < levels && sj_ge", "while (k < levels - 1 && sj_ge", torch.float32),
+    "group takes back more than sent": ("sj_le((float)(back + 1), ci)", "sj_le((float)back, ci)", torch.float32),
+    "group negative at v <= -(j-1)q": ("sj_lt(vi, sj_neg(sj_mul((float)back, q)))", "sj_le(vi, sj_neg(sj_mul((float)back, q)))",
+                                       torch.float32),
+    "group resets one unit": ("vi = sj_sub(vi, kq);", "vi = sj_sub(vi, q * (k != 0));", torch.float32),
+    "group final v not stored": ("  v[i] = vi;      /* the state, for the next call */", "", torch.float32),
+    "group last neuron skipped": ("if (i >= n) { return; }", "if (i >= n - 1) { return; }", torch.float32),
+    "group mask ignored": ("D::store(out, t * out_step + i, keep ? kq : 0.0f);",
+                           "D::store(out, t * out_step + i, kq);", torch.float32),
 }
 
 
@@ -151,8 +207,9 @@ def test_self_check_rejects_a_wrong_kernel(tmp_path, bug):
     old, new, dtype = MUTATIONS[bug]
     assert cb._SOURCE.count(old) == 1
     lib = compile_for_host(tmp_path, cb._SOURCE.replace(old, new))
+    variants = kernel_check.group_variants(cb._flags()) if bug.startswith("group") else cb._flags()
     with pytest.raises(BackendUnavailableError, match="failed its self-check") as err:
-        kernel_check.verify(_runner(lib), "cpu", dtype, cb._flags(), "test device")
+        kernel_check.verify(_runner(lib), "cpu", dtype, variants, "test device")
     assert "backend='torch'" in str(err.value) and "differ" in str(err.value)
 
 

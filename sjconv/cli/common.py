@@ -54,6 +54,10 @@ def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs"
                              f"in T (default: each method's own: {defaults})")
     parser.add_argument("--neg-rule", choices=list(NEG_RULES), default="qcfs",
                         help="negative-spike rule of the signed methods")
+    group_methods = [m for m, r in METHODS.items() if r.group]
+    parser.add_argument("--levels", type=positive_int, default=None, metavar="M",
+                        help=f"members per group neuron of {', '.join(group_methods)} (default: each QCFS "
+                             "layer's L, which makes T = 1 equal the ANN)")
     parser.add_argument("-T", "--steps", nargs="+", type=positive_int, default=DEFAULT_STEPS,
                         help="time steps to report; one run of max(T) per batch")
     parser.add_argument("--step-mode", choices=["m", "s"], default="m",
@@ -90,6 +94,10 @@ def check_simulation_args(args) -> None:
         with_prerun = ", ".join(m for m, r in METHODS.items() if r.prerun)
         raise ConfigError(f"--tau sets pre-run steps, but none of the methods ({' '.join(args.method)}) has a "
                           f"pre-run: add a method with one ({with_prerun}) or drop --tau")
+    if getattr(args, "levels", None) is not None and not any(METHODS[m].group for m in args.method):
+        grouped = ", ".join(m for m, r in METHODS.items() if r.group)
+        raise ConfigError(f"--levels sets the members of group neurons, but none of the methods "
+                          f"({' '.join(args.method)}) has them: add a group method ({grouped}) or drop --levels")
     if args.neg_rule != "qcfs" and not any(METHODS[m].signed for m in args.method):
         signed = ", ".join(m for m, r in METHODS.items() if r.signed)
         raise ConfigError(f"--neg-rule {args.neg_rule} is a negative-spike rule, but none of the methods "
@@ -175,7 +183,7 @@ def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
 
     analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
                     step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
-                    neg_rule=args.neg_rule)
+                    neg_rule=args.neg_rule, levels=getattr(args, "levels", None))
     print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
 
 

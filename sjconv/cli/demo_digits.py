@@ -66,13 +66,14 @@ def run(args, argv=None):
     train_seconds = time.perf_counter() - started
     results = run_methods(model, test_loader, args.method, sorted(set(args.steps)), tau=args.tau,
                           step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
-                          progress=not args.no_progress, neg_rule=args.neg_rule, memory_budget=budget)
+                          progress=not args.no_progress, neg_rule=args.neg_rule, memory_budget=budget,
+                          levels=args.levels)
     if args.finetune:
         results["methods"] += finetuned_rows(
             model, train_loader, test_loader, args.finetune_methods, sorted(set(args.steps)), args.finetune_T,
             args.finetune_epochs, lr=args.finetune_lr, tau=args.tau, step_mode=args.step_mode,
             backend=args.backend, device=device, chunk=args.chunk, progress=not args.no_progress,
-            neg_rule=args.neg_rule, memory_budget=budget)
+            neg_rule=args.neg_rule, memory_budget=budget, levels=args.levels)
     results.update({"dataset": "sklearn-digits", "arch": "small_cnn", "L": args.L, "seed": args.seed,
                     "epochs": args.epochs, "train_images": len(train_set), "num_images": len(test_set),
                     "train_seconds": round(train_seconds, 3), "final_train_loss": round(history[-1]["loss"], 5),

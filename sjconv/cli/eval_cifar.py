@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         results = run_methods(ann, shard_loader, args.method, steps, tau=args.tau, step_mode=args.step_mode,
                               backend=args.backend, device=device, chunk=args.chunk,
                               progress=not args.no_progress and ctx.is_main, neg_rule=args.neg_rule,
-                              memory_budget=budget, reduce=distributed.all_reduce_sum)
+                              memory_budget=budget, reduce=distributed.all_reduce_sum, levels=args.levels)
         if results["num_images"] != len(test_set):  # the shards must cover the test set exactly once
             raise SjconvError(f"evaluated {results['num_images']} images across {ctx.world_size} processes, "
                               f"but the test set holds {len(test_set)}")

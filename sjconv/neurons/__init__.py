@@ -4,10 +4,11 @@ table of conversion methods."""
 from . import prerun
 from .backends import BACKEND_TABLE, Backend, get_backend
 from .methods import METHODS, Method, get_method, method_of_node, node_for, resolve
-from .network import (ConvertedSNN, feed_steps, protocol_of, spiking_nodes, step_mode_of, unwrap,
+from .network import (ConvertedSNN, feed_steps, levels_of, protocol_of, spiking_nodes, step_mode_of, unwrap,
                       uses_srp)
-from .nodes import (BACKENDS, NODE_CLASSES, COSIFNode, COSSignedIFNode, ConvertedIFNode, SignedIFNode,
-                    SpikingNode, SRPIFNode, SRPSignedIFNode, check_backend, check_neg_rule)
+from .nodes import (BACKENDS, GROUP_NODE_CLASSES, NODE_CLASSES, COSIFNode, COSSignedIFNode, ConvertedIFNode,
+                    GroupNode, SignedGroupNode, SignedIFNode, SpikingNode, SRPIFNode, SRPSignedIFNode, check_backend,
+                    check_neg_rule)
 from .prerun import PRERUNS, PreRunKind, run_prerun
 
 #: older name of :func:`prerun.end` (the SRP recipe: pre-run, then begin the main phase)
@@ -18,4 +19,4 @@ __all__ = ["BACKENDS", "BACKEND_TABLE", "Backend", "get_backend", "METHODS", "Me
            "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode",
            "ConvertedSNN", "get_method", "resolve", "method_of_node", "node_for", "spiking_nodes", "uses_srp",
            "protocol_of", "unwrap", "step_mode_of", "feed_steps", "prerun", "run_prerun", "begin_main_phase",
-           "check_backend", "check_neg_rule"]
+           "check_backend", "check_neg_rule", "GroupNode", "SignedGroupNode", "GROUP_NODE_CLASSES", "levels_of"]

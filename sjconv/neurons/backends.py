@@ -2,7 +2,8 @@
 the benchmarks read.
 
 A backend runs all steps of one neuron layer call: ``run(x_seq, v, count, mask, theta, signed,
-neg_rule, record_v) -> (out, v, count, v_seq)``, with the conventions of
+neg_rule, record_v, levels=None) -> (out, v, count, v_seq)`` (``levels``: the members of a group
+neuron, docs/methods.md §14; None for the IF kinds), with the conventions of
 :func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Its name,
 flags and summary are a :class:`~sjconv.catalog.BackendSpec` in :mod:`sjconv.catalog` (readable
 without torch); this module attaches its ``check`` and ``run``. Adding a backend is one record
@@ -31,8 +32,13 @@ class Backend(catalog.BackendSpec):
     run: Callable
 
 
-def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
-    """The in-place loop of :mod:`torch_backend` (bit-identical to the rules, a few times faster)."""
+def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels=None):
+    """The in-place loop of :mod:`torch_backend` (bit-identical to the rules, a few times faster);
+    group neurons: the one of :mod:`torch_group`."""
+    if levels is not None:
+        from . import torch_group
+
+        return torch_group.run_steps(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels)
     return torch_backend.run_steps(x_seq, v, count, mask, theta, signed, neg_rule, record_v)
 
 
@@ -44,17 +50,17 @@ def _cupy_check():
     check_environment()
 
 
-def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
+def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels=None):
     """One fused CuPy launch for all steps; with ``record_v``, one launch per step (to read v)."""
     from .cupy_backend import multi_step
 
     snm = neg_rule == "snm"
     if not record_v:
-        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm)
+        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm, levels)
         return out, v, count, None
     outs, v_steps = [], []
     for t in range(x_seq.shape[0]):
-        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm)
+        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm, levels)
         outs.append(out)
         v_steps.append(v)
     return torch.cat(outs), v, count, torch.stack(v_steps)

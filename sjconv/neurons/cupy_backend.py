@@ -1,4 +1,4 @@
-"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md §2-§4).
+"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md §2-§4, §14).
 
 Each thread owns one neuron: it loads ``v`` (and the signed count, and the SRP mask) once,
 keeps them in registers for all T steps, reads every input once, writes every output once and
@@ -23,6 +23,10 @@ torch backend.
 - inference only: inputs that require grad are refused (the kernel has no backward).
 - self-checked: the first launch for a device and dtype is preceded by a bit-exact comparison of
   every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernel_check`).
+- group neurons (§14): ``sjconv_group_neuron`` takes the unit q (θ/m rounded to float32) and the
+  member count m as arguments; member j's threshold is ``j·q`` rounded once to float32, as in the
+  rules, and the members are counted up from the lowest (thresholds never decrease with j, so the
+  members that fire are always the first k).
 """
 
 import functools
@@ -35,7 +39,8 @@ from ..errors import BackendUnavailableError, ConfigError
 from . import kernel_check
 from .launch import prepare
 
-__all__ = ["multi_step", "prepare", "require_cupy", "check_environment", "kernel_name", "check_input",
+__all__ = ["multi_step", "prepare", "require_cupy", "check_environment", "kernel_name", "group_kernel_name",
+           "check_input",
            "external_stream"]
 
 _SOURCE = r"""
@@ -117,6 +122,37 @@ __global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T
   v[i] = vi;
   if (SIGNED) count[i] = ci;
 }
+
+template <typename D, bool SIGNED, bool MASKED, bool SNM>
+__global__ void sjconv_group_neuron(const typename D::T* __restrict__ x, typename D::T* __restrict__ out,
+                                    float* __restrict__ v, float* __restrict__ count,
+                                    const unsigned char* __restrict__ mask,
+                                    const long long n, const int steps, const long long x_step,
+                                    const long long out_step, const float q, const int levels) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) { return; }
+  float vi = v[i];
+  float ci = SIGNED ? count[i] : 0.0f;
+  const bool keep = MASKED ? (mask[i] != 0) : true;
+  for (int t = 0; t < steps; ++t) {
+    vi = sj_add(vi, D::load(x, t * x_step + i));
+    int k = 0;                                         /* members j with v >= j·q */
+    while (k < levels && sj_ge(vi, sj_mul((float)(k + 1), q))) ++k;
+    if (SIGNED && k == 0) {                            /* members j with v below -(j-1)·q (SNM: <= -j·q), c >= j */
+      int back = 0;
+      while (back < levels && sj_le((float)(back + 1), ci) &&
+             (SNM ? sj_le(vi, sj_neg(sj_mul((float)(back + 1), q))) : sj_lt(vi, sj_neg(sj_mul((float)back, q))))) ++back;
+      k = -back;
+    }
+    const float s = (float)k;
+    const float kq = sj_mul(s, q);
+    vi = sj_sub(vi, kq);
+    if (SIGNED) ci = sj_add(ci, s);
+    D::store(out, t * out_step + i, keep ? kq : 0.0f);
+  }
+  v[i] = vi;      /* the state, for the next call */
+  if (SIGNED) count[i] = ci;
+}
 """
 
 _FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
@@ -133,14 +169,23 @@ def _flags():
                 yield signed, masked, snm
 
 
-def _name(fmt, signed, masked, snm):
+#: the kernel templates: the IF kinds, and the group neurons (§14)
+_KERNELS = {False: "sjconv_neuron", True: "sjconv_group_neuron"}
+
+
+def _name(fmt, signed, masked, snm, kernel="sjconv_neuron"):
     b = lambda flag: "true" if flag else "false"  # noqa: E731
-    return f"sjconv_neuron<{fmt}, {b(signed)}, {b(masked)}, {b(snm)}>"
+    return f"{kernel}<{fmt}, {b(signed)}, {b(masked)}, {b(snm)}>"
+
+
+def group_kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> str:
+    """The group-neuron kernel (§14) of one dtype and flag combination."""
+    return _name(_FORMATS[dtype], signed, masked, snm, kernel=_KERNELS[True])
 
 
 def module_names(fmt: str):
-    """The name expressions of one format's module: every variant of :func:`_flags`."""
-    return [_name(fmt, *f) for f in _flags()]
+    """The name expressions of one format's module: every variant of :func:`_flags`, of both kernels."""
+    return [_name(fmt, *f, kernel=k) for k in _KERNELS.values() for f in _flags()]
 
 
 def require_cupy():
@@ -235,13 +280,14 @@ def _module(device_index: int, fmt: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(device_index: int, fmt: str, signed: bool, masked: bool, snm: bool):
-    """One kernel variant on one device, resolved once inside that device's context (a kernel
-    resolved elsewhere would load the module on the current device instead)."""
+def _kernel(device_index: int, fmt: str, signed: bool, masked: bool, snm: bool, group: bool = False):
+    """One kernel variant (``group``: the group-neuron kernel) on one device, resolved once inside
+    that device's context (a kernel resolved elsewhere would load the module on the current device
+    instead)."""
     cupy = require_cupy()
     with cupy.cuda.Device(device_index):
         try:
-            return _module(device_index, fmt).get_function(_name(fmt, signed, masked, snm))
+            return _module(device_index, fmt).get_function(_name(fmt, signed, masked, snm, kernel=_KERNELS[group]))
         except BackendUnavailableError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -288,8 +334,9 @@ def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> st
     return _name(_FORMATS[dtype], signed, masked, snm)
 
 
-def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
-    """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``.
+def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
+    """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``; ``levels``: the
+    members of a group neuron (§14; None: the IF kinds).
 
     ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
     arguments are not modified), ``mask`` a bool tensor or None. The first call for a device and
@@ -297,26 +344,30 @@ def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
     """
     check_input(x_seq)
     _ensure_verified(x_seq.device, x_seq.dtype)
-    return _fused(x_seq, v, count, mask, theta, signed, snm)
+    return _fused(x_seq, v, count, mask, theta, signed, snm, levels)
 
 
 def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool):
+def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
     """:func:`multi_step` without the input checks and the self-check: one launch on torch's
-    current stream of the input's device, inside that device's CuPy context."""
+    current stream of the input's device, inside that device's CuPy context. Group neurons
+    (``levels`` = m) get the unit q = θ/m rounded to float32 (as torch rounds the scalar of
+    ``k * q``) and m as their last arguments instead of θ."""
     cupy = require_cupy()
     launch = prepare(x_seq, v, count, mask, signed)
     result = launch.out, launch.v, (launch.count if signed else None)
     if launch.n == 0 or launch.steps == 0:
         return result
     index = _device_index(launch.x.device)
-    kernel = _kernel(index, _FORMATS[launch.x.dtype], bool(signed), mask is not None, bool(snm))
+    kernel = _kernel(index, _FORMATS[launch.x.dtype], bool(signed), mask is not None, bool(snm),
+                     levels is not None)
     ptrs = launch.pointer_args()
+    tail = (np.float32(theta),) if levels is None else (np.float32(theta / levels), np.int32(levels))
     args = tuple(np.uint64(p) for p in ptrs[:5]) + (np.int64(launch.n), np.int32(launch.steps),
-                                                     np.int64(ptrs[7]), np.int64(ptrs[8]), np.float32(theta))
+                                                     np.int64(ptrs[7]), np.int64(ptrs[8])) + tail
     stream = _stream(torch.cuda.current_stream(index).cuda_stream, index)
     with cupy.cuda.Device(index):
         kernel(((launch.n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args, stream=stream)
@@ -329,4 +380,5 @@ def _ensure_verified(device: torch.device, dtype: torch.dtype) -> None:
         cupy = require_cupy()
         return f"{torch.cuda.get_device_name(device)} (CuPy {cupy.__version__}, CUDA {torch.version.cuda})"
 
-    kernel_check.ensure_verified("cupy", _fused, device, dtype, _flags(), where)
+    kernel_check.ensure_verified("cupy", _fused, device, dtype,
+                                 list(_flags()) + kernel_check.group_variants(_flags()), where)

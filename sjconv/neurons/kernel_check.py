@@ -18,7 +18,11 @@ The probes:
   negative spikes that the torch backend fires (θ = 1, v0 = 0.5, x = [0.5, -1e-39]: torch gives
   [1, -1], a flushing kernel [1, 0]; the probe starts with exactly that);
 - a size that is not a multiple of the block size, an SRP mask, and every run split into two
-  calls, so the initial state is read and the final state written back.
+  calls, so the initial state is read and the final state written back;
+- group neurons (variants ``(signed, masked, snm, levels)``, docs/methods.md §14): a grid of q/2
+  (q = θ/m a power of two) on which the potential lands exactly on member thresholds j·q, on 0 and
+  on -j·q; noise with q halfway between two values of the dtype (outputs round at a tie); noise
+  with θ = 0.7, whose thresholds j·q are rounded products; for m = 1 (the IF neuron), 3 and 8.
 """
 
 from typing import Callable, Iterable
@@ -66,18 +70,45 @@ def probes(device, dtype):
             (1.0, subnormal_probe(gen).to(device=device, dtype=dtype))]
 
 
-def _split_run(run, x_seq, v, count, mask, theta, signed, snm):
-    first = run(x_seq[:SPLIT_AT], v, count, mask, theta, signed, snm)
-    second = run(x_seq[SPLIT_AT:], first[1], first[2], mask, theta, signed, snm)
+#: members of the group-neuron probes: 1 (the IF neuron), 3 and 8
+GROUP_PROBE_LEVELS = (1, 3, 8)
+
+
+def group_variants(flags: Iterable) -> list:
+    """``(signed, masked, snm, levels)`` group-neuron variants: every flag combination of ``flags``
+    with every m of :data:`GROUP_PROBE_LEVELS`."""
+    return [(*f, levels) for f in flags for levels in GROUP_PROBE_LEVELS]
+
+
+def group_probes(device, dtype, levels: int):
+    """``[(theta, x_seq)]`` for group neurons of ``levels`` members: exact ties of the potential on
+    the member thresholds, 0 and -j·q (q = 1/8), a rounding probe (q at a tie of the dtype) and
+    θ = 0.7 (q = 0.7/m: rounded thresholds)."""
+    gen = torch.Generator().manual_seed(20261126 + levels)
+    shape = (PROBE_STEPS, PROBE_NEURONS)
+    q = 0.125
+    grid = torch.randint(-2 * levels - 1, 2 * levels + 2, shape, generator=gen).float() * (q / 2)
+    noise = torch.randn(shape, generator=gen) * (1.5 * levels * TIE_THETA[dtype])
+    return [(q * levels, grid.to(device=device, dtype=dtype)),
+            (TIE_THETA[dtype] * levels, noise.to(device=device, dtype=dtype)),
+            (0.7, (noise * (0.7 / (levels * TIE_THETA[dtype]))).to(device=device, dtype=dtype))]
+
+
+def _split_run(run, x_seq, v, count, mask, theta, signed, snm, **group):
+    first = run(x_seq[:SPLIT_AT], v, count, mask, theta, signed, snm, **group)
+    second = run(x_seq[SPLIT_AT:], first[1], first[2], mask, theta, signed, snm, **group)
     return torch.cat([first[0], second[0]]), second[1], second[2]
 
 
 def mismatches(run: Callable, device, dtype, variants: Iterable) -> list:
     """Run every ``(signed, masked, snm)`` variant with ``run(x_seq, v, count, mask, theta, signed,
-    snm) -> (out, v, count)`` on the probes; one line per difference from the rules."""
+    snm) -> (out, v, count)`` on the probes; one line per difference from the rules. A variant
+    ``(signed, masked, snm, levels)`` is a group neuron, run as ``run(..., snm, levels=levels)``."""
     found = []
     mask = torch.rand(PROBE_NEURONS, generator=torch.Generator().manual_seed(1)).to(device) > 0.3
     variants = list(variants)
+    found += _group_mismatches(run, device, dtype, [v for v in variants if len(v) == 4], mask)
+    variants = [v for v in variants if len(v) == 3]
     for theta, x_seq in probes(device, dtype):
         for signed, masked, snm in variants:
             v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / 2, device=device)
@@ -90,6 +121,26 @@ def mismatches(run: Callable, device, dtype, variants: Iterable) -> list:
                 if not torch.equal(a, b):
                     wrong = int((a != b).sum()) if a.shape == b.shape else "all"
                     found.append(f"signed={signed} mask={masked} snm={snm} θ={theta}: {wrong} {name} differ")
+    return found
+
+
+def _group_mismatches(run: Callable, device, dtype, variants, mask) -> list:
+    """:func:`mismatches` for group-neuron variants ``(signed, masked, snm, levels)``."""
+    found = []
+    for signed, masked, snm, levels in variants:
+        for theta, x_seq in group_probes(device, dtype, levels):
+            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / levels / 2, device=device)
+            c0 = torch.zeros(PROBE_NEURONS, device=device)
+            m = mask if masked else None
+            got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm, levels=levels)
+            want = rules.run_steps(x_seq, v0, c0 if signed else None, m, theta, signed, "snm" if snm else "qcfs",
+                                   levels=levels)
+            names = ("outputs", "potentials", "counts") if signed else ("outputs", "potentials")
+            for name, a, b in zip(names, got, want):
+                if not torch.equal(a, b):
+                    wrong = int((a != b).sum()) if a.shape == b.shape else "all"
+                    found.append(f"group m={levels} signed={signed} mask={masked} snm={snm} θ={theta}: "
+                                 f"{wrong} {name} differ")
     return found
 
 

@@ -1,9 +1,9 @@
 """The conversion methods, one record each: the single table that ``convert``, ``simulate``,
 the experiment runner, the report, the command-line choices and the benchmarks read.
 
-A method is a node kind (signed or not, which pre-run) plus a table label. Its name, label and
-kind are a :class:`~sjconv.catalog.MethodSpec` in :mod:`sjconv.catalog` (readable without torch);
-this module attaches the node class of that kind. Adding a method is one record there, plus its
+A method is a node kind (signed or not, which pre-run, group neurons or not) plus a table label.
+Its name, label and kind are a :class:`~sjconv.catalog.MethodSpec` in :mod:`sjconv.catalog`
+(readable without torch); this module attaches the node class of that kind. Adding a method is one record there, plus its
 rule in :mod:`sjconv.neurons.rules` and, for a new pre-run kind, a
 :class:`~sjconv.catalog.PreRunKind` and its step in the node.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .. import catalog
-from .nodes import NODE_CLASSES, SpikingNode
+from .nodes import GROUP_NODE_CLASSES, NODE_CLASSES, SpikingNode
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class Method(catalog.MethodSpec):
 
 
 def _attach_node(spec: catalog.MethodSpec) -> Method:
-    """``spec`` with the node class of its kind (signed or not, which pre-run)."""
+    """``spec`` with the node class of its kind (signed or not, which pre-run, group neurons or not)."""
+    if spec.group:
+        return catalog.extend(spec, Method, node=GROUP_NODE_CLASSES[spec.signed])
     return catalog.extend(spec, Method, node=NODE_CLASSES[(spec.signed, spec.prerun.name if spec.prerun else None)])
 
 
@@ -46,14 +48,21 @@ def resolve(method: str, tau=None, neg_rule: str = "qcfs") -> Tuple[Method, int]
 def method_of_node(node: SpikingNode) -> Optional[str]:
     """Name of the method whose node kind ``node`` has (None if no method uses that kind)."""
     for name, record in METHODS.items():
-        if (record.signed, record.node.PRERUN) == (node.signed, node.prerun):
+        if (record.signed, record.node.PRERUN, record.group) == (node.signed, node.prerun, node.group):
             return name
     return None
 
 
 def node_for(method: str, v_threshold, step_mode="s", backend="torch", neg_rule="qcfs",
-             tau=None) -> SpikingNode:
-    """The node that a QCFS layer becomes under conversion ``method``."""
+             tau=None, levels=None) -> SpikingNode:
+    """The node that a QCFS layer becomes under conversion ``method``; ``levels`` is the members
+    of a group method's neurons (required by those, refused by the others)."""
     record, tau = resolve(method, tau, neg_rule)
+    levels = catalog.check_levels(levels, method)
+    if record.group and levels is None:
+        from ..errors import ConfigError
+        raise ConfigError(f"method '{method}' needs levels (members per group neuron), e.g. the QCFS layer's L")
     kwargs = {"prerun_steps": tau} if record.prerun else {}
+    if record.group:
+        kwargs["levels"] = levels
     return record.node(v_threshold, neg_rule=neg_rule, step_mode=step_mode, backend=backend, **kwargs)

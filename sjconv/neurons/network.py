@@ -44,6 +44,11 @@ class ConvertedSNN(nn.Module):
         from .fold import layout_of
         return layout_of(self.net)
 
+    @property
+    def levels(self):
+        """Members per group neuron (:func:`levels_of`); None when the network has none."""
+        return levels_of(self.net)
+
     def extra_repr(self):
         return f"method={self.method}, tau={self.tau}, backend={self.backend}, layout={self.layout}"
 
@@ -71,6 +76,15 @@ def protocol_of(net: nn.Module):
         raise ConfigError(f"the network's pre-run nodes disagree on the pre-run length ({sorted(lengths)}): "
                           "pass tau explicitly, or convert again with one tau")
     return method, (lengths.pop() if lengths else 0)
+
+
+def levels_of(net: nn.Module):
+    """Members m of the group neurons of ``net`` (docs/methods.md §14): an int when every group node
+    has the same m, a sorted tuple of the values when layers differ, None without group nodes."""
+    found = sorted({n.levels for n in spiking_nodes(net) if n.levels is not None})
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else tuple(found)
 
 
 def unwrap(snn: nn.Module):

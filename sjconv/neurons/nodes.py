@@ -11,6 +11,8 @@ neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential,
 - :class:`SRPSignedIFNode`  -- both
 - :class:`COSIFNode`        -- IF restarted from COS-calibrated initial potentials
 - :class:`COSSignedIFNode`  -- signed IF restarted from COS-calibrated potentials
+- :class:`GroupNode`        -- group neuron: m members sharing one potential, multi-level spikes (§14)
+- :class:`SignedGroupNode`  -- group neuron that also takes back units with negative ones
 
 They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transition is
 ``single_step_functional_forward`` (pure, states passed explicitly), multi-step mode calls
@@ -29,14 +31,15 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
-from ..catalog import check_neg_rule
+from ..catalog import check_levels, check_neg_rule
 from ..errors import BackendUnavailableError, ConfigError
 from . import rules
 from .backends import BACKENDS, check_backend, get_backend
 from .prerun import PRERUNS, prerun_kind
 
 __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
-           "COSSignedIFNode", "NODE_CLASSES", "BACKENDS", "check_backend", "check_neg_rule"]
+           "COSSignedIFNode", "GroupNode", "SignedGroupNode", "NODE_CLASSES", "GROUP_NODE_CLASSES", "BACKENDS",
+           "check_backend", "check_neg_rule"]
 
 
 def _theta_of(v_threshold) -> float:
@@ -68,6 +71,9 @@ class SpikingNode(BaseNode):
         are needed (default: the ZIF triangle, γ = 1, :func:`rules.zif`); any
         ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
     :param srp: older spelling of ``prerun='srp'``
+    :param levels: None for the IF kinds; an int m >= 1 makes the node a group neuron of m members
+        (docs/methods.md §14: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
+        k units in 0..m, or -m..m when ``signed``); group neurons take no pre-run
 
     Training (docs/methods.md §10): with the torch backend, a run under grad mode whose input or θ
     requires grad goes through :func:`rules.run_surrogate_steps` (same spikes, surrogate
@@ -78,8 +84,9 @@ class SpikingNode(BaseNode):
     def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
                  prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
                  backend: str = "torch", store_v_seq: bool = False, srp: bool = False,
-                 surrogate_function=None):
+                 surrogate_function=None, levels: Optional[int] = None):
         theta = _theta_of(v_threshold)
+        levels = check_levels(levels)
         if srp:
             prerun = prerun or "srp"
         kind = prerun_kind(prerun)
@@ -87,6 +94,8 @@ class SpikingNode(BaseNode):
         if kind is None and prerun_steps:
             raise ConfigError(f"prerun_steps={prerun_steps} given to a node without a pre-run")
         check_neg_rule(neg_rule, signed)
+        if levels is not None and kind is not None:
+            raise ConfigError(f"group neurons (levels={levels}) take no pre-run; got prerun='{prerun}'")
         super().__init__(v_threshold=theta, v_reset=None,
                          surrogate_function=surrogate_function if surrogate_function is not None else rules.zif(),
                          detach_reset=False, step_mode=step_mode, store_v_seq=store_v_seq)
@@ -94,6 +103,7 @@ class SpikingNode(BaseNode):
         self.prerun = prerun
         self.prerun_steps = steps
         self.neg_rule = neg_rule
+        self.levels = levels
         self.backend = check_backend(backend)
         self.set_reset_value("v", self.v_init)
         self.v = self.v_init
@@ -153,8 +163,18 @@ class SpikingNode(BaseNode):
 
     @property
     def v_init(self) -> float:
-        """Potential every neuron starts from: θ/2, or 0 for the SNM signed rule."""
-        return 0.0 if (self.signed and self.neg_rule == "snm") else self.v_threshold / 2.0
+        """Potential every neuron starts from: θ/2 (a group neuron: q/2 = θ/(2m)), or 0 for the SNM
+        signed rule."""
+        if self.signed and self.neg_rule == "snm":
+            return 0.0
+        if self.levels is not None:
+            return rules.group_quantum(self.v_threshold, self.levels) / 2.0
+        return self.v_threshold / 2.0
+
+    @property
+    def group(self) -> bool:
+        """Whether this is a group neuron (§14, ``levels`` members)."""
+        return self.levels is not None
 
     def _refresh_start_value(self):
         """After θ changed: the reset value of ``v`` (and ``v`` itself before any run) follow."""
@@ -226,7 +246,8 @@ class SpikingNode(BaseNode):
             out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
             return (out[0],), states
         v, count, mask = self._split(states)
-        out, v, count = rules.step(inputs[0], v, count, mask, self.v_threshold, self.signed, self.neg_rule)
+        out, v, count = rules.step(inputs[0], v, count, mask, self.v_threshold, self.signed, self.neg_rule,
+                                   self.levels)
         return (out,), self._join(v, count, mask)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
@@ -238,10 +259,11 @@ class SpikingNode(BaseNode):
         v, count, mask = self._split(states)
         if self._needs_grad(x_seq):
             out, v, count = rules.run_surrogate_steps(x_seq, v, count, mask, self.theta, self.signed,
-                                                      self.neg_rule, self.surrogate_function)
+                                                      self.neg_rule, self.surrogate_function, self.levels)
             return out, self._join(v, count, mask), None
+        group = {"levels": self.levels} if self.levels is not None else {}
         out, v, count, v_seq = get_backend(self.backend).run(x_seq, v, count, mask, self.v_threshold, self.signed,
-                                                             self.neg_rule, record_v)
+                                                             self.neg_rule, record_v, **group)
         return out, self._join(v, count, mask), v_seq
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
@@ -293,6 +315,8 @@ class SpikingNode(BaseNode):
 
     def extra_repr(self):
         extra = f"v_threshold={self.v_threshold:.6g}, signed={self.signed}"
+        if self.levels is not None:
+            extra += f", levels={self.levels}"
         if self.prerun:
             extra += f", prerun={self.prerun}, prerun_steps={self.prerun_steps}"
         if self.signed:
@@ -348,6 +372,32 @@ class COSSignedIFNode(_FixedNode):
     SIGNED = True
     PRERUN = "cos"
 
+
+class _GroupNode(SpikingNode):
+    """A group neuron whose signedness is fixed by its class (docs/methods.md §14); no pre-run."""
+
+    SIGNED = False
+    PRERUN: Optional[str] = None
+
+    def __init__(self, v_threshold, levels: int = 4, neg_rule="qcfs", step_mode="s", backend="torch",
+                 store_v_seq=False, surrogate_function=None):
+        super().__init__(v_threshold, signed=self.SIGNED, levels=levels, neg_rule=neg_rule, step_mode=step_mode,
+                         backend=backend, store_v_seq=store_v_seq, surrogate_function=surrogate_function)
+
+
+class GroupNode(_GroupNode):
+    """Group neuron ("GN", Lyu et al., ICASSP 2024): m members with thresholds q, 2q, ..., mq
+    (q = θ/m) share one potential; a step sends k·q, k the members at or above threshold (§14)."""
+
+
+class SignedGroupNode(_GroupNode):
+    """Group neuron with negative units ("GN + Neg", §14): takes back up to m earlier units."""
+
+    SIGNED = True
+
+
+#: group node classes, by signed
+GROUP_NODE_CLASSES = {cls.SIGNED: cls for cls in (GroupNode, SignedGroupNode)}
 
 #: every node class, by (signed, prerun)
 NODE_CLASSES = {(cls.SIGNED, cls.PRERUN): cls for cls in (ConvertedIFNode, SignedIFNode, SRPIFNode,

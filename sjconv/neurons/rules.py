@@ -1,4 +1,4 @@
-"""The neuron update rules of docs/methods.md §2-§4 and §9, written once, one time step at a time.
+"""The neuron update rules of docs/methods.md §2-§4, §9 and §14, written once, one time step at a time.
 
 Every backend must reproduce these bit for bit: the torch backend calls them in a loop and
 the tests compare other backends and step modes against them.
@@ -8,9 +8,11 @@ State conventions (shared by all backends):
 - ``count`` (net spike count of a signed neuron) is float32 holding whole numbers.
 - ``mask`` (SRP) is a bool tensor or ``None`` (no masking, e.g. during the pre-run).
 - the output is θ·s in the input dtype, s ∈ {0, 1} or {-1, 0, 1}; masked outputs are +0.
+- group neurons (§14, ``levels`` = m members): s is the signed number of units k (|k| <= m), the
+  output is q·k with q = θ/m, and ``count`` holds the net units transmitted.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -51,6 +53,44 @@ def signed_if_step(x: torch.Tensor, v: torch.Tensor, count: torch.Tensor, theta:
     return s, v - theta * s, count + s
 
 
+def group_quantum(theta: float, levels: int) -> float:
+    """q = θ/m, the value of one unit of a group neuron, as a Python float (the float32 kernels
+    round it to float32, which is the correctly rounded float32 θ/m)."""
+    return theta / levels
+
+
+def group_thresholds(theta: float, levels: int) -> List[float]:
+    """The member thresholds j·q, j = 1..m, exactly as the reference computes them (§14): the
+    integers 1..m times q in float32 (q rounded to float32 first, one rounding of the product),
+    as Python floats holding those float32 values. They never decrease with j."""
+    return (torch.arange(1, levels + 1, dtype=torch.float32) * group_quantum(theta, levels)).tolist()
+
+
+def group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], theta: float, levels: int,
+               signed: bool = False, neg_rule: str = "qcfs"):
+    """Group neuron (docs/methods.md §14), one step: ``(k, v, count)``, k the signed units sent.
+
+    ``v += x``; k = the number of members j in 1..m with ``v >= j·q`` (:func:`group_thresholds`);
+    signed (``gn+neg``), when no member fires: k = -(the number of members j with
+    ``v < -(j-1)·q`` and ``count >= j``) (``neg_rule='snm'``: ``v <= -j·q``), i.e. up to m units
+    taken back, never more than the net count sent; ``v -= k·q``, ``count += k``.
+    With m = 1 this is :func:`if_step` / :func:`signed_if_step`, bit for bit.
+    """
+    q = group_quantum(theta, levels)
+    thresholds = group_thresholds(theta, levels)
+    v = v + x
+    k = torch.zeros_like(v)
+    for threshold in thresholds:
+        k = k + (v >= threshold).to(v.dtype)
+    if signed:
+        lows = thresholds if neg_rule == "snm" else [0.0] + thresholds[:-1]
+        for j, low in enumerate(lows, start=1):
+            below = (v <= -low) if neg_rule == "snm" else (v < -low)
+            k = k - (below & (count >= j)).to(v.dtype)
+        count = count + k
+    return k, v - k * q, count
+
+
 def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch.Tensor]):
     """Output of a step: θ·s in ``dtype``; where ``mask`` is False the output is +0."""
     out = (s * theta).to(dtype)
@@ -60,9 +100,13 @@ def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch
 
 
 def step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
-         theta: float, signed: bool, neg_rule: str = "qcfs"):
-    """One step of any node kind (IF or signed IF, with or without SRP mask): ``(out, v, count)``.
+         theta: float, signed: bool, neg_rule: str = "qcfs", levels: Optional[int] = None):
+    """One step of any node kind (IF or signed IF, with or without SRP mask; a group neuron of
+    ``levels`` members when that is given): ``(out, v, count)``.
     ``count`` is passed through untouched (it may be None) when the node is not signed."""
+    if levels is not None:
+        k, v, count = group_step(x, v, count, theta, levels, signed, neg_rule)
+        return emit(k, group_quantum(theta, levels), x.dtype, mask), v, count
     if signed:
         s, v, count = signed_if_step(x, v, count, theta, neg_rule)
     else:
@@ -71,7 +115,8 @@ def step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: 
 
 
 def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
-              theta: float, signed: bool, neg_rule: str = "qcfs", record_v: bool = False):
+              theta: float, signed: bool, neg_rule: str = "qcfs", record_v: bool = False,
+              levels: Optional[int] = None):
     """All steps of ``x_seq`` [T, ...] with :func:`step`, the reference every backend matches.
 
     Returns ``(out, v, count, v_seq)``; ``v_seq`` [T, ...] (v after each step) only with ``record_v``.
@@ -79,7 +124,7 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
     out = torch.empty_like(x_seq)
     v_steps = [] if record_v else None
     for t in range(x_seq.shape[0]):
-        out[t], v, count = step(x_seq[t], v, count, mask, theta, signed, neg_rule)
+        out[t], v, count = step(x_seq[t], v, count, mask, theta, signed, neg_rule, levels)
         if record_v:
             v_steps.append(v)
     return out, v, count, (torch.stack(v_steps) if record_v else None)
@@ -156,13 +201,47 @@ def surrogate_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tenso
     return out, v - theta * s, count
 
 
+def surrogate_group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor],
+                         mask: Optional[torch.Tensor], theta: torch.Tensor, theta_value: float, levels: int,
+                         signed: bool, neg_rule: str, surrogate_function):
+    """:func:`group_step` for training (docs/methods.md §10, §14): the same values, with gradients.
+
+    Every member's firing condition gets the surrogate derivative: k's gradient is the sum over
+    members j of ``g(v - j·q)`` (``q = θ/m``, so θ enters each member's threshold), and for a signed
+    group, minus ``g(-(v + (j-1)·q))`` (``-(v + j·q)`` with the SNM rule) for the members whose
+    negative unit is possible (``count >= j``). θ also enters the unit value of the output
+    ``k·q`` and of the reset ``v -= k·q``. Values are those of :func:`group_step`, bit for bit.
+    """
+    with torch.no_grad():
+        k_value, _, new_count = group_step(x, v, count, theta_value, levels, signed, neg_rule)
+    v = v + x
+    q = theta / levels
+    k = k_value
+    for j in range(1, levels + 1):
+        up = surrogate_function(v - q * j)
+        k = k + (up - up.detach())
+        if signed:
+            low = surrogate_function(-(v + q * j) if neg_rule == "snm" else -(v + q * (j - 1)))
+            k = k - (low - low.detach()) * (count >= j)
+    out = (k * q).to(x.dtype)
+    if mask is not None:
+        out = out.masked_fill(~mask, 0)
+    return out, v - k * q, new_count
+
+
 def run_surrogate_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor],
                         mask: Optional[torch.Tensor], theta: torch.Tensor, signed: bool, neg_rule: str,
-                        surrogate_function):
-    """All steps of ``x_seq`` with :func:`surrogate_step`: ``(out [T, ...], v, count)``."""
+                        surrogate_function, levels: Optional[int] = None):
+    """All steps of ``x_seq`` with :func:`surrogate_step` (:func:`surrogate_group_step` for a group
+    neuron of ``levels`` members): ``(out [T, ...], v, count)``."""
     theta_value = float(theta.detach().reshape(-1)[0])
     outs = []
     for t in range(x_seq.shape[0]):
+        if levels is not None:
+            out, v, count = surrogate_group_step(x_seq[t], v, count, mask, theta, theta_value, levels, signed,
+                                                 neg_rule, surrogate_function)
+            outs.append(out)
+            continue
         out, v, count = surrogate_step(x_seq[t], v, count, mask, theta, theta_value, signed, neg_rule,
                                        surrogate_function)
         outs.append(out)
