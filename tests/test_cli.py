@@ -243,3 +243,71 @@ def test_run_cli_turns_out_of_memory_into_one_line(capsys):
     assert capsys.readouterr().err.startswith("error: out of GPU memory: pass --memory-budget")
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(bug, [])
+
+
+def test_cpu_out_of_memory_is_one_line(capsys):
+    """The CPU allocator's failure is a plain RuntimeError in its own words: one ``error:`` line
+    that says CPU and what to lower, exit status 2 (as for CUDA's OOM)."""
+    from sjconv.cli.common import run_cli
+
+    def too_big(argv):
+        torch.empty(2**62, dtype=torch.uint8)   # 4 EiB: refused at once by the allocator
+
+    assert run_cli(too_big, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: out of CPU memory: lower --batch-size")
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits", "finetune_snn"])
+def test_every_option_has_a_help_text(tool, monkeypatch):
+    import argparse
+    import importlib
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda self, argv=None: self)
+    parser = importlib.import_module(f"sjconv.cli.{tool}").parse_args([])
+    bare = [a.option_strings[-1] for a in parser._actions if a.option_strings and not a.help]
+    assert bare == []
+
+
+@pytest.mark.parametrize("typed, shown", [("200MB", ("200 MB", "190 MB", "180 MB")),
+                                          ("0.125GiB", ("128 MiB", "181.2 MiB", "115.2 MiB")),
+                                          ("0.1", ("100 MB", "190 MB", "90 MB"))])
+def test_memory_budget_error_uses_the_users_unit(typed, shown):
+    """The budget, the size one step needs and the share of the budget a run plans for (the
+    safety factor, said, not hidden) all in the unit the budget was typed in."""
+    from sjconv.errors import SjconvError
+    from sjconv.memory import SAFETY, Footprint, parse_memory
+
+    with pytest.raises(SjconvError) as info:
+        Footprint(fixed=150 * 10**6, per_step=40 * 10**6, how="computed").chunk_for(parse_memory(typed), 4)
+    budget, needed, usable = shown
+    assert str(info.value).startswith(f"a memory budget of {budget} does not fit even one time step: it needs "
+                                      f"{needed} (computed), and a run plans for at most {SAFETY:.0%} of the "
+                                      f"budget ({usable};")
+
+
+@pytest.mark.parametrize("built, into, hint", [
+    (("resnet20", 10), "vgg16", "the checkpoint holds a resnet20 with 10 classes (--arch resnet20 --dataset cifar10)"),
+    (("vgg16", 100), "vgg11", "the checkpoint holds a vgg16 with 100 classes (--arch vgg16 --dataset cifar100)"),
+    (("resnet34", 7), "resnet18", "the checkpoint holds a resnet34 with 7 classes (--arch resnet34)"),
+])
+def test_architecture_mismatch_is_short_and_names_the_matching_arch(built, into, hint):
+    import sjconv
+    from sjconv.errors import CheckpointError
+
+    arch, classes = built
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.build(into), sjconv.models.build(arch, num_classes=classes).state_dict(),
+                               arch=f"{into} (cifar10)")
+    msg = str(info.value)
+    assert msg.startswith(f"checkpoint does not match architecture '{into} (cifar10)'") and hint in msg
+    assert "unexpected keys: " in msg and len(msg) < 450, (len(msg), msg)
+
+
+def test_architecture_mismatch_of_an_unknown_layout_has_no_arch_hint():
+    import sjconv
+    from sjconv.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.vgg11(), sjconv.models.small_cnn().state_dict())
+    assert "holds a" not in str(info.value) and "unexpected keys: 0.bias" in str(info.value)

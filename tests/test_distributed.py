@@ -131,14 +131,16 @@ def test_two_processes_give_the_single_process_table(tmp_path, cifar101, resnet_
 
 
 def test_two_processes_step_by_step_and_budget_match(tmp_path, cifar101, resnet_checkpoint):
+    """Two processes step by step give the counts of one process in multi-step mode under a memory
+    budget (a budget chooses the steps per call of multi-step mode; 's' mode refuses one)."""
     one = tmp_path / "one.json"
-    assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one, "--limit", "21")) == 0
+    assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one, "--limit", "21", "--memory-budget", "1GB")) == 0
     two = tmp_path / "two.json"
     proc = torchrun(tmp_path, "eval_cifar", eval_args(cifar101, resnet_checkpoint, two, "--limit", "21",
-                                                      "--step-mode", "s", "--memory-budget", "1GB"))
+                                                      "--step-mode", "s"))
     assert proc.returncode == 0, proc.stderr
     r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
-    assert r2["num_images"] == 21 and r2["step_mode"] == "s"
+    assert r2["num_images"] == 21 and r2["step_mode"] == "s" and r1["memory_budget"] == 10**9
     assert [m["accuracy"] for m in r2["methods"]] == [m["accuracy"] for m in r1["methods"]]
 
 

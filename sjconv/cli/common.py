@@ -43,6 +43,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A count that may be 0, e.g. ``--workers`` (0: load data in the main process); a negative
+    one is an argument error here, not a DataLoader traceback once torch has loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
     """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
     parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
@@ -90,6 +102,11 @@ def check_simulation_args(args) -> None:
         with_prerun = ", ".join(m for m, r in METHODS.items() if r.prerun)
         raise ConfigError(f"--tau sets pre-run steps, but none of the methods ({' '.join(args.method)}) has a "
                           f"pre-run: add a method with one ({with_prerun}) or drop --tau")
+    if args.step_mode == "s":   # single-step mode runs one step per call: a chunk size would be ignored
+        for flag, value in (("--chunk", args.chunk), ("--memory-budget", args.memory_budget)):
+            if value is not None:
+                raise ConfigError(f"{flag} sets how many time steps one multi-step call runs, but --step-mode s "
+                                  f"runs one step per call: drop {flag} or use --step-mode m")
     if args.neg_rule != "qcfs" and not any(METHODS[m].signed for m in args.method):
         signed = ", ".join(m for m, r in METHODS.items() if r.signed)
         raise ConfigError(f"--neg-rule {args.neg_rule} is a negative-spike rule, but none of the methods "
@@ -233,10 +250,10 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     except SjconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except Exception as exc:
-        if not _out_of_memory(exc):
+        where = _out_of_memory(exc)
+        if where is None:
             raise
-        print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
-              "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
+        print(OUT_OF_MEMORY[where], file=sys.stderr)
     except KeyboardInterrupt:
         wrote = written_files()[already:]
         print(f"interrupted: wrote {', '.join(dict.fromkeys(wrote))}" if wrote else
@@ -245,8 +262,27 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     return 2
 
 
-def _out_of_memory(exc: Exception) -> bool:
-    """``exc`` is torch's out-of-memory error. Only torch raises it, so without torch imported
-    it cannot be one (and the check does not import torch)."""
+#: the one line printed for running out of memory, by where (see :func:`_out_of_memory`)
+OUT_OF_MEMORY = {
+    "GPU": "error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
+           "--chunk N, --step-mode s or a lower --batch-size",
+    "CPU": "error: out of CPU memory: lower --batch-size, or pass --chunk N or --step-mode s (fewer time "
+           "steps per call), or --memory-budget with the memory you can spare (e.g. 8GB)",
+}
+
+#: how torch's CPU allocator words a failed allocation (a plain RuntimeError, unlike CUDA's)
+_CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
+
+
+def _out_of_memory(exc: Exception) -> Optional[str]:
+    """``"GPU"`` when ``exc`` is torch's (CUDA) out-of-memory error, ``"CPU"`` when it is the CPU
+    allocator's failure (a RuntimeError with its own wording), else None. Only torch raises
+    them, so without torch imported neither can be one (and the check does not import torch)."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    if torch is None:
+        return None
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(exc, RuntimeError) and _CPU_OOM in str(exc):
+        return "CPU"
+    return None

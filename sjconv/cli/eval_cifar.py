@@ -17,8 +17,8 @@ from ..catalog import ARCHS, DATASETS
 from ..errors import ConfigError, SjconvError
 from ..torchrun import launched_world_size
 from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
-                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
-                     resolve_device, run_cli, run_metadata)
+                     apply_memory_budget, check_simulation_args, check_writable, non_negative_int, positive_int,
+                     report_chunks, resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
@@ -33,7 +33,7 @@ def parse_args(argv=None):
                                                       "or holding ImageNet's train/ and val/")
     p.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
-    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading worker processes")
     p.add_argument("--out", default="results.json", help="JSON results file")
     p.add_argument("--plot", default=None, help="accuracy-vs-T PNG (default: --out with .png)")
     add_simulation_args(p)

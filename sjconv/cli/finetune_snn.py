@@ -14,7 +14,8 @@ import sys
 
 from ..catalog import ARCHS, CIFAR, LOSSES, METHODS, NEG_RULES, OPTIMIZERS, check_method
 from ..errors import ConfigError
-from .common import HelpFormatter, check_writable, positive_int, resolve_device, run_cli, run_metadata
+from .common import (HelpFormatter, check_writable, non_negative_int, positive_int, resolve_device, run_cli,
+                     run_metadata)
 
 
 def parse_args(argv=None):
@@ -31,14 +32,15 @@ def parse_args(argv=None):
     p.add_argument("-T", "--steps", type=positive_int, default=2, help="training time steps")
     p.add_argument("--epochs", type=positive_int, default=3, help="fine-tuning epochs")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam",
+                   help="adam: Adam; sgd: SGD with momentum 0.9 (both without weight decay)")
     p.add_argument("--loss", choices=list(LOSSES), default="tet", help="TET or mean-over-steps cross-entropy")
     p.add_argument("--lam", type=float, default=1e-3, help="TET weight of the MSE term")
     p.add_argument("--freeze-weights", action="store_true", help="train the thresholds only")
     p.add_argument("--freeze-thresholds", action="store_true", help="train the weights only")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training images per step")
     p.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
-    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialization and the shuffle")
     p.add_argument("--out", required=True, help="fine-tuned checkpoint (official QCFS state_dict)")
@@ -53,8 +55,10 @@ def main(argv=None) -> int:
         raise ConfigError(f"--tau must be >= 0 and applies to methods with a pre-run, got {args.tau} "
                           f"with --method {args.method}")
     check_method(args.method, args.tau, args.neg_rule)   # --neg-rule snm with an unsigned method: one line, now
-    if not 0 <= args.lam < 1 or not args.lr > 0:
-        raise ConfigError(f"--lam must be in [0, 1) and --lr > 0, got --lam {args.lam} --lr {args.lr}")
+    if not args.lr > 0:   # each check names the one option that is wrong
+        raise ConfigError(f"--lr must be > 0, got {args.lr}")
+    if not 0 <= args.lam < 1:
+        raise ConfigError(f"--lam must be in [0, 1), got {args.lam}")
     if args.freeze_weights and args.freeze_thresholds:
         raise ConfigError("--freeze-weights and --freeze-thresholds together leave nothing to train")
     log = os.path.splitext(args.out)[0] + ".json"

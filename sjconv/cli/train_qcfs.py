@@ -16,14 +16,15 @@ import sys
 from ..catalog import ARCHS, DATASETS
 from ..errors import ConfigError
 from ..report import training_state_path
-from .common import HelpFormatter, check_writable, positive_int, resolve_device, run_cli
+from .common import (HelpFormatter, check_writable, non_negative_int, positive_int, resolve_device, run_cli,
+                     run_metadata)
 from .eval_cifar import check_download_alone
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--arch", required=True, choices=list(ARCHS))
+    p.add_argument("--arch", required=True, choices=list(ARCHS), help="QCFS architecture to train")
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/train and DATA_DIR/val")
     p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the dataset")
@@ -40,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, metavar="STATE",
                    help="continue from a training state (the OUT.state.pth written beside a checkpoint)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="data-loading worker processes (at most the machine's cores, which torch warns about)")
     p.add_argument("--limit", type=positive_int, default=None, help="train/test on the first N images only")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialization and of every epoch's shuffle")
