@@ -165,3 +165,13 @@ def test_each_finetune_check_names_the_one_option_that_is_wrong(tmp_path):
     assert line == "error: --lr must be > 0, got -1.0"
     line = _one_line_error("finetune_snn", ["--lam", "1"], tmp_path)
     assert line == "error: --lam must be in [0, 1), got 1.0"
+
+
+def test_finetune_out_equal_to_its_checkpoint_is_refused(tmp_path):
+    """finetune_snn --checkpoint a.pth --out a.pth would replace the source: refused before torch
+    is imported, unless --overwrite."""
+    args = ["--arch", "vgg16", "--checkpoint", "a.pth", "--out", "./a.pth"]
+    status, _, err, imported = _run("finetune_snn", args, tmp_path)
+    assert status == 2 and err == ["error: ./a.pth is both an input of this run and its output: choose another "
+                                   "--out (or pass --overwrite to replace it)"]
+    _assert_light(imported)

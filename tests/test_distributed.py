@@ -210,6 +210,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "fit", real_fit)
     state = torch.load(tmp_path / "part.state.pth", weights_only=True)
     assert state["epoch"] == 1 and state["optimizer"]["state"]   # momentum buffers are saved
+    assert {k: state["settings"][k] for k in ("arch", "L", "dropout", "lr", "world_size")} == {
+        "arch": "vgg11", "L": 4, "dropout": 0.2, "lr": 0.1, "world_size": 1}   # what --resume compares
     assert _train(tmp_path, data, tmp_path / "part.pth", "--resume", str(tmp_path / "part.state.pth")) == 0
     full, resumed = torch.load(tmp_path / "full.pth"), torch.load(tmp_path / "part.pth")
     assert full.keys() == resumed.keys()

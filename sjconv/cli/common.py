@@ -113,11 +113,15 @@ def check_simulation_args(args) -> None:
                           f"({' '.join(args.method)}) is signed: add a signed method ({signed})")
 
 
-def check_writable(*paths: str) -> None:
+def check_writable(*paths: str, inputs=(), keep=None, overwrite: bool = False) -> None:
     """Every output path can be written, checked before any work starts so that a bad ``--out``
     costs nothing: the path is not a folder, and the nearest existing folder on its way (outputs
     create missing folders) is writable. An existing *file* on the way (``--out results.json/r``)
-    is an error too, since no folder can be created there, whoever runs the tool."""
+    is an error too, since no folder can be created there, whoever runs the tool.
+
+    Work is not lost either, unless ``overwrite`` (``--overwrite``) says so: no output may be one
+    of the ``inputs`` the run reads (``--out`` equal to ``--checkpoint``), and no file in ``keep``
+    (a mapping of path to what to do instead) may exist already (a trained checkpoint)."""
     import os
 
     for path in paths:
@@ -130,6 +134,17 @@ def check_writable(*paths: str) -> None:
             raise SjconvError(f"cannot write {path}: {above} is a file, not a folder; choose another output path")
         if not _can_create_in(above):
             raise SjconvError(f"cannot write {path}: {above} is not writable; choose another output path")
+    if overwrite:
+        return
+    for path in paths:
+        for source in inputs:
+            if os.path.abspath(path) == os.path.abspath(source) or (
+                    os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source)):
+                raise SjconvError(f"{path} is both an input of this run and its output: choose another --out "
+                                  "(or pass --overwrite to replace it)")
+    for path, instead in (keep or {}).items():
+        if os.path.exists(path):
+            raise SjconvError(f"{path} exists and would be overwritten: {instead}, or pass --overwrite")
 
 
 def _can_create_in(folder: str) -> bool:
@@ -142,6 +157,11 @@ def _can_create_in(folder: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: let the run replace ``what`` (see :func:`check_writable`)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} (refused without it)")
 
 
 def analysis_outputs(args, prefix: str) -> List[str]:
@@ -171,6 +191,29 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> "torch.device
         raise SjconvError(f"--backend {backend} runs on the GPU: use --device cuda (or --backend torch)")
     check_backend(backend)   # before any data is loaded: e.g. a missing CuPy is a one-line error
     return device
+
+
+def check_levels(checkpoint: str, L: int) -> None:
+    """``--L`` against the L the checkpoint was trained with, where that is known: a checkpoint
+    written by ``train_qcfs`` has its training state beside it (``OUT.state.pth``), which records
+    the run's settings. A wrong L would silently change every figure (the T=0 column first), so
+    a mismatch is refused. An official checkpoint holds only weights and thresholds, so there L
+    cannot be checked (the README says to pass the one the checkpoint was trained with)."""
+    import os
+
+    from ..report import training_state_path
+    from ..train import read_training_state
+
+    state_path = training_state_path(checkpoint)
+    if not os.path.isfile(state_path):
+        return
+    try:
+        recorded = read_training_state(state_path).get("settings") or {}
+    except ConfigError:   # a file of that name that is not a training state says nothing about L
+        return
+    if "L" in recorded and recorded["L"] != L:
+        raise ConfigError(f"--L {L}, but {checkpoint} was trained with --L {recorded['L']} (as its training state "
+                          f"{state_path} records): pass --L {recorded['L']}")
 
 
 def apply_memory_budget(args, device: "torch.device"):
