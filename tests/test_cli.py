@@ -105,12 +105,20 @@ def test_cli_bad_inputs(tmp_path, tiny_checkpoint):
 
 
 def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsys):
+    """--analyze writes its JSON (with the run's metadata) and per-method plots, and removes the
+    analysis files an earlier run with the same --out left for methods not in this run."""
     out = fake_cifar / "an" / "r.json"
-    assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
-                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "srp+neg", "--tau", "2",
-                           "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
-                           "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
-                           "--out", str(out), "--no-progress"]) == 0
+    out.parent.mkdir()
+    stale = [out.parent / name for name in ("r_cos_rates.png", "r_cos_neg_error_vs_T.png", "r_analysis.json")]
+    unrelated = [out.parent / name for name in ("r_notes.png", "r_cos_rates.png.bak", "q_neg_rates.png")]
+    for path in stale + unrelated:
+        path.write_text("from an earlier run")
+    argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+            "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "srp+neg", "--tau", "2",
+            "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
+            "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
+            "--out", str(out), "--no-progress"]
+    assert eval_cifar.cli(argv) == 0
     captured = capsys.readouterr()
     printed = captured.out
     rows = json.loads(out.read_text())["methods"]
@@ -125,6 +133,25 @@ def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsy
     for name in ("qcfs_rates", "qcfs_cases", "srp_neg_error_vs_T"):
         assert (fake_cifar / "an" / f"r_{name}.png").exists()
     assert json.loads(out.read_text())["memory_budget"] == 2 * 10**9
+    assert_run_metadata(report, argv, batch_size=128, neg_rule="qcfs")
+    assert not any(path.exists() for path in stale[:2]) and all(p.read_text() == "from an earlier run"
+                                                              for p in unrelated)
+    removed = [line for line in captured.err.splitlines() if line.startswith("removed 2 analysis file(s)")]
+    assert len(removed) == 1 and all(str(path) in removed[0] for path in stale[:2])
+
+
+def test_a_run_without_analyze_removes_an_earlier_runs_analysis(tmp_path, capsys):
+    import argparse
+
+    from sjconv.cli.common import analyze_if_asked
+
+    prefix = tmp_path / "r"
+    old = [tmp_path / "r_analysis.json", tmp_path / "r_qcfs_rates.png", tmp_path / "r_srp_neg_cases.png"]
+    for path in old + [tmp_path / "r.json", tmp_path / "r.png"]:
+        path.write_text("x")
+    analyze_if_asked(argparse.Namespace(analyze=False), None, None, [1], str(prefix), "cpu", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.png"]
+    assert capsys.readouterr().err.startswith("removed 3 analysis file(s) of an earlier run")
 
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):

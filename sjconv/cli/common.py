@@ -227,16 +227,45 @@ def apply_memory_budget(args, device: "torch.device"):
     return budget
 
 
-def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
-    """``--analyze``: per-layer analysis of every requested method on the first test images."""
-    if not args.analyze:
-        return
-    from ..experiment import analyze_methods, first_images
+def analyze_if_asked(args, ann, loader, steps, prefix: str, device, results: dict) -> None:
+    """``--analyze``: per-layer analysis of every requested method on the first test images,
+    its JSON carrying the run's metadata (:data:`RUN_METADATA` of ``results``). Then, with or
+    without ``--analyze``, the analysis files of an earlier run with this prefix that this run
+    did not write are removed (:func:`remove_stale_analysis`): they would describe other methods."""
+    from ..report import written_files
 
-    analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
-                    step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
-                    neg_rule=args.neg_rule)
-    print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+    before = len(written_files())
+    if args.analyze:
+        from ..experiment import analyze_methods, first_images
+
+        analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
+                        step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
+                        neg_rule=args.neg_rule, metadata={k: results[k] for k in RUN_METADATA if k in results})
+        print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+    remove_stale_analysis(prefix, written_files()[before:])
+
+
+def remove_stale_analysis(prefix: str, written) -> List[str]:
+    """Remove the ``--analyze`` files of ``prefix`` (exactly the names sjconv writes there, for
+    any method: :func:`sjconv.analysis_plots.analysis_files`) that exist but are not in
+    ``written``, this run's files: left from an earlier run, they would sit beside the new
+    results as if they belonged to them. Says on stderr what it removed; returns those paths."""
+    import os
+
+    from ..analysis_plots import analysis_files
+
+    keep = {os.path.abspath(p) for p in written}
+    stale = [p for p in analysis_files(prefix, METHODS) if os.path.isfile(p) and os.path.abspath(p) not in keep]
+    for path in stale:
+        os.remove(path)
+    if stale:
+        print(f"removed {len(stale)} analysis file(s) of an earlier run with this output prefix: {', '.join(stale)}",
+              file=sys.stderr)
+    return stale
+
+
+#: the keys of :func:`run_metadata`, copied from a results dict into the analysis JSON
+RUN_METADATA = ("versions", "command", "started_utc", "batch_size", "neg_rule")
 
 
 def run_metadata(args, argv: Optional[List[str]] = None) -> dict:

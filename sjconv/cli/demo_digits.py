@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     print(results_table(results, "Digits"))
     save_results(results, args.out + ".json", args.out + ".png", "small QCFS CNN on scikit-learn digits")
     print(f"wrote {args.out}.json and {args.out}.png", file=sys.stderr)
-    analyze_if_asked(args, model, test_loader, sorted(set(args.steps)), args.out, device)
+    analyze_if_asked(args, model, test_loader, sorted(set(args.steps)), args.out, device, results)
     return 0
 
 

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.out} and {plot}", file=sys.stderr)
         # the analysis looks at the first test images of the whole set, on rank 0 alone
         analyze_if_asked(args, ann, loader(test_set, args.batch_size, workers=args.workers), steps,
-                         prefix, device)
+                         prefix, device, results)
     return 0
 
 
