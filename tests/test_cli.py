@@ -77,31 +77,48 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_cli_bad_inputs(tmp_path, tiny_checkpoint):
+def _in_process(capsys, *args):
+    """``eval_cifar`` run in this process, as ``run_example`` runs it in a new one: exit status
+    (argparse's exit included) and stderr. Loading torch once instead of per case saves seconds."""
+    try:
+        code = eval_cifar.cli(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+
+def test_cli_bad_inputs(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Each mistake is one ``error:`` line and a non-zero exit. The first case runs the example
+    script in a new interpreter (what a user runs); the others call the same entry point here."""
     data = tmp_path / "empty"
     data.mkdir()
+    monkeypatch.chdir(tmp_path)   # the default --out of some cases is relative
     base = ["--data-dir", str(data), "--device", "cpu", "--out", str(tmp_path / "never.json")]
     proc = run_example("--arch", "resnet20", "--checkpoint", str(tmp_path / "missing.pth"), *base, cwd=tmp_path)
     assert_one_line_error(proc, "checkpoint file not found")
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
+
+    def run(*args):
+        return _in_process(capsys, *args)
+
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), *base)
     assert_one_line_error(proc, "CIFAR-10 not found", "--download")
-    proc = run_example("--arch", "vgg16", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
-    assert_one_line_error(proc, "does not match architecture 'vgg16 (cifar10)'", "missing keys")
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--dataset", "cifar100",
-                       *base, cwd=tmp_path)
+    proc = run("--arch", "vgg16", "--checkpoint", str(tiny_checkpoint), *base)
+    assert_one_line_error(proc, "does not match architecture 'vgg16 (cifar10)'", "missing keys",
+                          "--arch resnet20 --dataset cifar10")
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--dataset", "cifar100", *base)
     assert_one_line_error(proc, "shape mismatch: fc.bias (10,) vs (100,)")
     if not torch.cuda.is_available():
-        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--backend", "cupy",
-                           "--data-dir", str(data), cwd=tmp_path)
+        proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--backend", "cupy",
+                   "--data-dir", str(data))
         assert_one_line_error(proc, "needs a CUDA GPU", "--backend torch")
-        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
-                           "--data-dir", str(data), cwd=tmp_path)
+        proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
+                   "--data-dir", str(data))
         assert_one_line_error(proc, "no CUDA GPU", "--device cpu")
-    proc = run_example("--arch", "alexnet", "--checkpoint", str(tiny_checkpoint), cwd=tmp_path)
+    proc = run("--arch", "alexnet", "--checkpoint", str(tiny_checkpoint))
     assert proc.returncode == 2 and "invalid choice: 'alexnet'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0", cwd=tmp_path)
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0")
     assert proc.returncode == 2 and "expected a number >= 1" in proc.stderr
-    assert not (tmp_path / "never.json").exists()
+    assert not (tmp_path / "never.json").exists() and not (tmp_path / "results.json").exists()
 
 
 def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsys):

@@ -110,6 +110,7 @@ def test_single_process_helpers_are_the_identity():
         distributed.shard_indices(5, 2, 2)
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_give_the_single_process_table(tmp_path, cifar101, resnet_checkpoint, capsys):
     one = tmp_path / "one" / "r.json"
     assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one)) == 0
@@ -130,6 +131,7 @@ def test_two_processes_give_the_single_process_table(tmp_path, cifar101, resnet_
     assert sorted(os.listdir(two.parent)) == ["r.json", "r.png"]
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_step_by_step_and_budget_match(tmp_path, cifar101, resnet_checkpoint):
     """Two processes step by step give the counts of one process in multi-step mode under a memory
     budget (a budget chooses the steps per call of multi-step mode; 's' mode refuses one)."""
@@ -144,6 +146,7 @@ def test_two_processes_step_by_step_and_budget_match(tmp_path, cifar101, resnet_
     assert [m["accuracy"] for m in r2["methods"]] == [m["accuracy"] for m in r1["methods"]]
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_fail_with_one_line_each_and_no_hang(tmp_path, resnet_checkpoint):
     proc = torchrun(tmp_path, "eval_cifar", ["--arch", "resnet20", "--checkpoint", str(resnet_checkpoint),
                                              "--data-dir", str(tmp_path / "nothing"), "--device", "cpu",
@@ -159,6 +162,7 @@ def test_two_processes_fail_with_one_line_each_and_no_hang(tmp_path, resnet_chec
     assert not (tmp_path / "never.json").exists()
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_process_training_writes_one_loadable_checkpoint(tmp_path, monkeypatch):
     from torchvision.datasets import cifar
     monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
