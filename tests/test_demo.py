@@ -29,7 +29,8 @@ def test_demo_reduced_run(tmp_path, capsys):
 
 
 def test_demo_is_reproducible(tmp_path):
-    args = ["--epochs", "2", "-T", "1", "8", "--method", "qcfs", "srp", "--device", "cpu", "--no-progress"]
+    args = ["--epochs", "2", "--width", "8", "-T", "1", "8", "--method", "qcfs", "srp", "--device", "cpu",
+            "--no-progress"]
     runs = []
     for name in ("a", "b"):
         assert demo_digits.cli(args + ["--out", str(tmp_path / name)]) == 0

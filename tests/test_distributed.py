@@ -184,7 +184,7 @@ def test_two_process_training_writes_one_loadable_checkpoint(tmp_path, monkeypat
 
 def _train(tmp_path, data, out, *extra):
     return train_qcfs.cli(["--arch", "vgg11", "--data-dir", str(data), "--epochs", "2", "--batch-size", "4",
-                           "--limit", "10", "--device", "cpu", "--workers", "0", "--L", "4", "--dropout", "0.2",
+                           "--limit", "8", "--device", "cpu", "--workers", "0", "--L", "4", "--dropout", "0.2",
                            "--no-progress", "--out", str(out), *extra])
 
 
