@@ -175,3 +175,18 @@ def test_finetune_out_equal_to_its_checkpoint_is_refused(tmp_path):
     assert status == 2 and err == ["error: ./a.pth is both an input of this run and its output: choose another "
                                    "--out (or pass --overwrite to replace it)"]
     _assert_light(imported)
+
+
+@pytest.mark.parametrize("tool, args, message", [
+    ("train_qcfs", ["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
+    ("train_qcfs", ["--weight-decay", "-0.1"], "error: --weight-decay must be >= 0, got -0.1"),
+    ("train_qcfs", ["--dropout", "1"], "error: --dropout must be in [0, 1), got 1.0"),
+    ("demo_digits", ["--lr", "0"], "error: --lr must be > 0, got 0.0"),
+    ("finetune_snn", ["--method", "srp", "--tau", "-2"], "error: --tau must be a whole number of pre-run steps >= 0, "
+                                                          "got -2"),
+    ("finetune_snn", ["--method", "neg", "--tau", "2"], "error: --tau sets pre-run steps, but --method neg has no "
+                                                         "pre-run: drop --tau or choose a method with one (srp, "
+                                                         "srp+neg, cos, cos+neg)"),
+])
+def test_training_numbers_are_checked_one_option_at_a_time(tool, args, message, tmp_path):
+    assert _one_line_error(tool, args, tmp_path) == message

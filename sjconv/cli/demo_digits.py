@@ -42,6 +42,8 @@ def run(args, argv=None):
     """Train, convert and evaluate as ``args`` say: ``(results, model, test_loader, device)``;
     ``argv`` only goes into the results' metadata (see :func:`run_metadata`)."""
     check_simulation_args(args)
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {args.lr}")
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
     check_writable(args.out + ".json", args.out + ".png", *analysis_outputs(args, args.out))

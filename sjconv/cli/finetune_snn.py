@@ -55,9 +55,12 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     record = METHODS[args.method]
-    if args.tau is not None and (args.tau < 0 or not record.prerun):
-        raise ConfigError(f"--tau must be >= 0 and applies to methods with a pre-run, got {args.tau} "
-                          f"with --method {args.method}")
+    if args.tau is not None and args.tau < 0:   # each check names the one option that is wrong
+        raise ConfigError(f"--tau must be a whole number of pre-run steps >= 0, got {args.tau}")
+    if args.tau is not None and not record.prerun:
+        with_prerun = ", ".join(m for m, r in METHODS.items() if r.prerun)
+        raise ConfigError(f"--tau sets pre-run steps, but --method {args.method} has no pre-run: drop --tau or "
+                          f"choose a method with one ({with_prerun})")
     check_method(args.method, args.tau, args.neg_rule)   # --neg-rule snm with an unsigned method: one line, now
     if not args.lr > 0:   # each check names the one option that is wrong
         raise ConfigError(f"--lr must be > 0, got {args.lr}")

@@ -79,10 +79,21 @@ def outputs_to_keep(args) -> dict:
     return {path: hint for path in (args.out, state)}
 
 
+def check_training_args(args) -> None:
+    """The recipe's numbers, each checked on its own (one error names one option), before torch."""
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {args.lr}")
+    if not args.weight_decay >= 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if not 0 <= args.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     # every check that can fail runs before the process group starts (see eval_cifar.main)
     check_download_alone(args.download)
+    check_training_args(args)
     check_writable(args.out, training_state_path(args.out), keep=outputs_to_keep(args), overwrite=args.overwrite)
     # torch from here on: every check above needed none
     import torch
