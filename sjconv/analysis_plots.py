@@ -10,7 +10,13 @@ import math
 from typing import List, Optional
 
 from .analysis import CASES
-from .report import atomic_path
+from .report import atomic_path, style_T_axis
+
+#: the per-method figures of :func:`plot_analysis`, each written to ``<prefix>_<kind>.png``
+PLOT_KINDS = ("rates", "cases", "error_vs_T")
+
+#: room left above the tallest bar, as a fraction of its height (the legend sits there)
+HEADROOM = 0.25
 
 #: legend text of each §7 case (keys of :data:`sjconv.analysis.CASES`)
 CASE_LABELS = {"a0_exact": "a=0, φ=a", "case1": "case 1: a=0, φ>a", "a0_below": "a=0, φ<a",
@@ -49,7 +55,15 @@ def format_layer_table(result: dict) -> str:
     foot = (f"per image: SNN {ops['snn_sops_per_image']:.4g} SOPs + {ops['snn_macs_per_image']:.4g} MACs"
             f" = {ops['snn_energy_pj']:.4g} pJ; ANN {ops['ann_macs_per_image']:.4g} MACs"
             f" = {ops['ann_energy_pj']:.4g} pJ (E_AC={ops['e_ac_pj']} pJ, E_MAC={ops['e_mac_pj']} pJ)")
-    return "\n".join([head] + table(cols, rows) + [""] + table(ocols, orows) + [foot])
+    return "\n".join([head] + table(cols, rows) + [COLUMN_LEGEND, ""] + table(ocols, orows) + [foot])
+
+
+#: what the columns of :func:`format_layer_table` hold, printed under its layer table (§7 cases)
+COLUMN_LEGEND = "\n".join([
+    "a=0, a>0: fraction of elements whose ANN activation a is 0, > 0 (φ: the SNN's mean output over T)",
+    "c1: case 1, a=0 and φ>a;  c2: case 2, a>0 and φ>a;  c3: case 3, a>0 and φ<a  (docs/methods.md §7)",
+    "rate: spikes / neuron / step (rate+, rate-: positive, negative spikes);  rel_err: ‖φ − a‖ / ‖a‖",
+])
 
 
 def layer_colors(n: int) -> list:
@@ -84,6 +98,8 @@ def rates_figure(result: dict):
     neg = [L["rate_neg"] for L in result["layers"]]
     ax.bar(x, pos, label="positive")
     ax.bar(x, neg, bottom=pos, label="negative")
+    tallest = max((p + n for p, n in zip(pos, neg)), default=0.0)
+    ax.set_ylim(0, (1 + HEADROOM) * tallest if tallest > 0 else 1.0)
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("spikes / neuron / step")
     ax.set_title(f"Firing rate ({_title(result)})")
@@ -103,7 +119,8 @@ def cases_figure(result: dict):
         ax.bar(x, vals, bottom=bottom, label=CASE_LABELS[key])
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1 + HEADROOM / 5)   # the stacks reach 1: a little room above them
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_ylabel("fraction of elements")
     ax.set_title(f"Unevenness-error cases ({_title(result)})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -120,12 +137,29 @@ def error_vs_T_figure(errors_vs_T: dict):
     for L, color in zip(layers, layer_colors(len(layers))):
         ax.plot(Ts, [math.nan if e is None else e for e in L["rel_error"]], marker="o", ms=3,
                 color=color, label=L["name"])
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("T (main-run steps)")
+    style_T_axis(ax, Ts)
     ax.set_ylabel("‖φ(T) − a‖ / ‖a‖")
     ax.set_title(f"Relative error vs T ({errors_vs_T['method']})")
     ax.legend(fontsize=6, ncol=2)
     return fig
+
+
+def method_prefix(prefix: str, method: str) -> str:
+    """Path prefix of ``method``'s figures in a run writing to ``prefix``: ``r`` and ``srp+neg``
+    give ``r_srp_neg`` (no '+' in file names)."""
+    return f"{prefix}_{method.replace('+', '_')}"
+
+
+def plot_path(path_prefix: str, kind: str) -> str:
+    """The file of figure ``kind`` (one of :data:`PLOT_KINDS`) under ``path_prefix``."""
+    return f"{path_prefix}_{kind}.png"
+
+
+def analysis_files(prefix: str, methods) -> List[str]:
+    """Every file ``--analyze`` of a run writing to ``prefix`` may write for ``methods``: the
+    JSON ``<prefix>_analysis.json`` and each method's figures (see :func:`method_prefix`)."""
+    return [f"{prefix}_analysis.json"] + [plot_path(method_prefix(prefix, m), kind)
+                                          for m in methods for kind in PLOT_KINDS]
 
 
 def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None,
@@ -137,8 +171,8 @@ def plot_analysis(result: dict, errors_vs_T: Optional[dict] = None,
     if errors_vs_T is not None:
         figures.append(("error_vs_T", error_vs_T_figure(errors_vs_T)))
     paths = []
-    for suffix, fig in figures:
-        path = f"{path_prefix}_{suffix}.png"
+    for kind, fig in figures:
+        path = plot_path(path_prefix, kind)
         fig.tight_layout()
         with atomic_path(path) as tmp:   # atomic, and listed by report.written_files()
             fig.savefig(tmp, dpi=100, format="png")

@@ -25,7 +25,7 @@ import torch.nn as nn
 from .errors import CheckpointError
 
 _NESTED = ("state_dict", "model", "net", "model_state_dict")
-_SHOW = 8  # keys listed per category in an error message
+_SHOW = 3  # keys listed per category in an error message
 
 #: types besides tensors and containers that a checkpoint may hold (loaded by the safe loader)
 SAFE_TYPES = (argparse.Namespace,)
@@ -107,6 +107,55 @@ def _classifier_hint(model: nn.Module, state: Mapping, expected: Mapping) -> Opt
             f"build the model with num_classes={got}{flag}")
 
 
+def _matching_archs(state: Mapping) -> list:
+    """``(arch, num_classes)`` of every known architecture whose state-dict keys are exactly
+    those of ``state``, with the class count read from its classifier. The candidates are built
+    on the meta device: key names and shapes only, no memory or time spent on weights."""
+    from .models import ARCHS
+
+    found = []
+    for name, builder in ARCHS.items():
+        with torch.device("meta"):
+            keys = builder().state_dict().keys()
+        if set(keys) == set(state):
+            last = [k for k in keys if k.endswith(".weight") and state[k].dim() == 2][-1]   # the classifier
+            found.append((name, int(state[last].shape[0])))
+    return found
+
+
+def _arch_hint(state: Mapping) -> Optional[str]:
+    """Which known architecture the checkpoint's keys belong to, with the command-line flags."""
+    matches = _matching_archs(state)
+    if not matches:
+        return None
+    datasets = {10: "cifar10", 100: "cifar100", 1000: "imagenet"}
+    said = [f"a {name} with {n} classes (--arch {name}" + (f" --dataset {datasets[n]})" if n in datasets else ")")
+            for name, n in matches]
+    return "the checkpoint holds " + " or ".join(said)
+
+
+def _mismatch_message(model: nn.Module, state: Mapping, expected: Mapping, arch: Optional[str]) -> str:
+    """The one-line error for a checkpoint that does not fit ``model``: the architecture that was
+    expected, a few of the missing, unexpected and mis-shaped keys (:data:`_SHOW` each, then a
+    count), and what to pass instead: the architecture whose keys the checkpoint holds, or, when
+    only the classifier differs, the number of classes."""
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    shapes = {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
+    hint = _arch_hint(state) if missing or unexpected else None
+    if hint is None and shapes:
+        hint = _classifier_hint(model, state, expected)
+    problems = [hint] if hint else []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if shapes:
+        problems.append("shape mismatch: " + _listing(
+            f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes))
+    return (f"checkpoint does not match architecture '{arch or type(model).__name__}' "
+            f"({sum(p.numel() for p in model.parameters())} parameters): " + "; ".join(problems))
+
+
 def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping],
                     arch: str = None) -> nn.Module:
     """Load ``checkpoint`` (a path or a state dict) into ``model``; return ``model``.
@@ -123,20 +172,6 @@ def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mappin
     unexpected = set(state) - set(expected)
     shapes = {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
     if missing or unexpected or shapes:
-        problems = []
-        hint = _classifier_hint(model, state, expected) if shapes else None
-        if hint:
-            problems.append(hint)
-        if missing:
-            problems.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_listing(unexpected)}")
-        if shapes:
-            problems.append("shape mismatch: " + _listing(
-                f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes))
-        name = arch or type(model).__name__
-        raise CheckpointError(f"checkpoint does not match architecture '{name}' "
-                              f"({sum(p.numel() for p in model.parameters())} parameters): "
-                              + "; ".join(problems))
+        raise CheckpointError(_mismatch_message(model, state, expected, arch))
     model.load_state_dict(state)
     return model

@@ -14,7 +14,7 @@ from .convert import convert
 from .catalog import check_levels
 from .errors import ConfigError
 from .neurons import METHODS
-from .report import format_table, method_label, plot_accuracy, rows_from_results, write_json
+from .report import finetuned_labels, format_table, method_label, plot_accuracy, rows_from_results, write_json
 from .simulate import _device_of, accuracies, count_correct, count_correct_ann
 
 
@@ -150,7 +150,8 @@ def results_table(results: Dict, title: str) -> str:
 def save_results(results: Dict, json_path: Optional[str], plot_path: Optional[str], title: str) -> None:
     """Write the JSON (atomically) and the accuracy-vs-T plot, where paths are given."""
     if plot_path:
-        plot_accuracy(plot_path, results["T"], rows_from_results(results), results["ann_accuracy"], title)
+        plot_accuracy(plot_path, results["T"], rows_from_results(results), results["ann_accuracy"], title,
+                      dashed=finetuned_labels(results))
     if json_path:
         write_json(json_path, results)
 
@@ -173,14 +174,15 @@ def first_images(loader: Iterable, count: int):
 def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Sequence[int],
                     prefix: str, tau: Optional[int] = None, step_mode: str = "m", backend: str = "torch",
                     device=None, chunk: Optional[int] = None, neg_rule: str = "qcfs",
-                    levels: Optional[int] = None) -> Dict:
+                    levels: Optional[int] = None, metadata: Optional[Dict] = None) -> Dict:
     """Per-layer analysis (:mod:`sjconv.analysis`) of every method at T = max(steps) and the
     relative error at every T, on ``images``. Prints a per-layer table per method, writes
-    ``PREFIX_analysis.json`` and per-method PNGs ``PREFIX_<method>_{rates,cases,error_vs_T}.png``."""
-    from . import analysis
+    ``PREFIX_analysis.json`` (with ``metadata``: how the run was made) and per-method PNGs
+    ``PREFIX_<method>_{rates,cases,error_vs_T}.png``."""
+    from . import analysis, analysis_plots
 
     images = images.to(device)
-    report = {"images": int(images.shape[0]), "T": max(steps), "methods": []}
+    report = {"images": int(images.shape[0]), "T": max(steps), "methods": [], **(metadata or {})}
     with _borrowed(ann, device) as ann:
         for method in methods:
             snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels)
@@ -191,6 +193,6 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
             result["label"] = _row(method, snn, neg_rule)["label"]
             result["error_vs_T"] = errors
             report["methods"].append(result)
-            analysis.plot_analysis(result, errors, f"{prefix}_{method.replace('+', '_')}")
+            analysis.plot_analysis(result, errors, analysis_plots.method_prefix(prefix, method))
     write_json(f"{prefix}_analysis.json", report)
     return report

@@ -65,6 +65,18 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def _sizes_like(budget: int):
+    """A formatter of byte counts in the unit the budget was most likely typed in, so that a
+    message about it shows every size in the user's unit: decimal (GB, MB) for a whole number of
+    kB ('2GB', a bare '2'), binary (GiB, MiB) for a whole number of KiB ('24GiB', '100KiB'); the
+    largest unit that keeps the budget >= 1, and no exponents ('1153434 B', not '1.153e+06 B')."""
+    binary = budget % 2**30 == 0 or (budget % 1000 != 0 and budget % 1024 == 0)
+    units = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if binary else (("GB", 10**9), ("MB", 10**6),
+                                                                           ("KB", 10**3))
+    unit, size = next(((u, n) for u, n in units if budget >= n), ("B", 1))
+    return lambda n: f"{n / size:.0f} {unit}" if n / size >= 10**4 else f"{n / size:.4g} {unit}"
+
+
 @dataclass
 class Footprint:
     """Memory model of one multi-step call: ``fixed + per_step * steps`` bytes."""
@@ -75,10 +87,12 @@ class Footprint:
     def chunk_for(self, budget: int, T: int) -> int:
         room = SAFETY * budget - self.fixed
         if room < self.per_step:
+            show = _sizes_like(budget)
             raise SjconvError(
-                f"a memory budget of {format_bytes(budget)} does not fit even one time step "
-                f"({format_bytes(self.fixed + self.per_step)} needed, {self.how}): "
-                "lower --batch-size or raise --memory-budget")
+                f"a memory budget of {show(budget)} does not fit even one time step: it needs "
+                f"{show(self.fixed + self.per_step)} ({self.how}), and a run plans for at most {SAFETY:.0%} "
+                f"of the budget ({show(SAFETY * budget)}; the rest is a safety margin): lower --batch-size "
+                "or raise --memory-budget")
         return max(1, min(int(T), int(room // self.per_step)))
 
 

@@ -89,38 +89,74 @@ def write_json(path: str, data) -> None:
         f.write("\n")
 
 
+#: marker of each row of an accuracy plot, in row order (then again, with another line width)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def row_style(index: int, finetuned: bool = False) -> dict:
+    """Line style of row ``index`` of an accuracy plot: its own marker, drawn smaller the later
+    the row comes, so that rows with identical figures (QCFS under NegSpike, COS under
+    COS + Neg) still show every marker; fine-tuned rows dashed, the others solid."""
+    return {"marker": MARKERS[index % len(MARKERS)], "markersize": max(3.0, 8.0 - 0.6 * index),
+            "linestyle": "--" if finetuned else "-", "linewidth": 1.5 if index < len(MARKERS) else 1.0}
+
+
+def style_T_axis(ax, steps: Iterable[int]) -> None:
+    """The T axis of every sjconv plot: log2 scale, a tick at each T written as a plain number
+    (1 2 4 ... 64, not 2^k), no minor ticks, labelled 'time steps T'."""
+    from matplotlib.ticker import NullLocator
+
+    steps = sorted(set(steps))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(t) for t in steps])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("time steps T")
+
+
 def plot_accuracy(path: str, steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],
-                  ann_accuracy: Optional[float] = None, title: str = "") -> None:
-    """PNG of accuracy vs T (log2 axis), one line per method, the ANN as a dashed line.
+                  ann_accuracy: Optional[float] = None, title: str = "", dashed: Iterable[str] = ()) -> None:
+    """PNG of accuracy vs T (:func:`style_T_axis`), one line per row (:func:`row_style`: its own
+    marker; the rows named in ``dashed``, fine-tuned ones, dashed), the ANN as a dotted line.
 
     Drawn on its own ``Figure`` with an Agg canvas, never through pyplot: the process's
     matplotlib backend and pyplot's figures are left as they are (a caller's interactive session
     or its own plots are not affected)."""
+    fig = accuracy_figure(steps, rows, ann_accuracy, title, dashed)
+    with atomic_path(path) as tmp:   # the format from ``path``, as the temporary name ends in .tmp
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
+
+
+def accuracy_figure(steps: Iterable[int], rows: Mapping[str, Mapping[int, float]],
+                    ann_accuracy: Optional[float] = None, title: str = "", dashed: Iterable[str] = ()):
+    """The ``matplotlib.figure.Figure`` that :func:`plot_accuracy` writes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     steps = list(steps)
+    dashed = set(dashed)
     fig = Figure(figsize=(6, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for label, accs in rows.items():
+    for i, (label, accs) in enumerate(rows.items()):
         ts = [t for t in steps if t in accs]
-        ax.plot(ts, [accs[t] for t in ts], marker="o", label=label)
+        ax.plot(ts, [accs[t] for t in ts], label=label, **row_style(i, label in dashed))
     if ann_accuracy is not None:
-        ax.axhline(ann_accuracy, color="black", linestyle="--", linewidth=1, label=f"ANN ({ann_accuracy:.2f}%)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(steps)
-    ax.set_xticklabels([str(t) for t in steps])
-    ax.set_xlabel("time steps T")
+        ax.axhline(ann_accuracy, color="black", linestyle=":", linewidth=1, label=f"ANN ({ann_accuracy:.2f}%)")
+    style_T_axis(ax, steps)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:   # the format from ``path``, as the temporary name ends in .tmp
-        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
+    return fig
 
 
 def rows_from_results(results: Dict) -> Dict[str, Dict[int, float]]:
     """Table rows from a results dict written by :func:`sjconv.experiment.run_methods`."""
     return {m["label"]: {int(t): a for t, a in m["accuracy"].items()} for m in results["methods"]}
+
+
+def finetuned_labels(results: Dict) -> List[str]:
+    """Labels of the fine-tuned rows of a results dict (drawn dashed by :func:`plot_accuracy`)."""
+    return [m["label"] for m in results["methods"] if m.get("finetuned")]

@@ -5,9 +5,10 @@ Under torchrun (see :mod:`sjconv.distributed`) the model trains as a
 ``DistributedDataParallel`` replica per process; losses and accuracies are summed over all
 processes and rank 0 alone writes files. Two files are written after every epoch: the
 checkpoint (``model.state_dict()``, the official QCFS format, no ``module.`` prefix) and,
-beside it, the training state that ``resume`` continues from (optimizer, schedule, scaler and
-the epoch). With a ``seed``, every epoch re-seeds the random generators from (seed, epoch,
-rank), so a resumed run repeats the uninterrupted one.
+beside it, the training state that ``resume`` continues from (optimizer, schedule, scaler, the
+epoch, and the settings the run was started with, which a resumed run must repeat). With a
+``seed``, every epoch re-seeds the random generators from (seed, epoch, rank), so a resumed run
+repeats the uninterrupted one.
 """
 
 import os
@@ -50,6 +51,27 @@ def read_training_state(path: str) -> Dict:
     return dict(state)
 
 
+def resume_mismatches(state: Mapping, settings: Mapping) -> Dict[str, tuple]:
+    """The settings a training state was written with that differ from ``settings`` (the run
+    that would continue it): ``{name: (stored, given)}`` over the names both know. A state
+    written before settings were recorded has none, so nothing can be compared."""
+    stored = state.get("settings") or {}
+    return {k: (stored[k], v) for k, v in settings.items() if k in stored and stored[k] != v}
+
+
+def check_resume(state: Mapping, settings: Mapping, where: str = "resume",
+                 flag: Callable[[str], str] = lambda name: f"{name}=") -> None:
+    """Refuse to continue ``state`` with other ``settings`` than it was written with (another L,
+    learning rate, architecture, ...): the run would change them mid-training, or the stored
+    optimizer would silently override them. One :class:`ConfigError` lists every difference,
+    each as ``flag(name)`` followed by the stored value and this run's."""
+    mismatches = resume_mismatches(state, settings)
+    if mismatches:
+        listed = ", ".join(f"{flag(k)}{old} (this run: {new})" for k, (old, new) in mismatches.items())
+        raise ConfigError(f"{where} was written with other settings: {listed}; resume with the stored "
+                          "settings, or start a new run")
+
+
 def _seed_epoch(seed: int, epoch: int) -> None:
     """Random generators for one epoch (augmentation, dropout, worker seeds), different per rank."""
     torch.manual_seed((seed * 1_000_003 + epoch) * 1_009 + distributed.get_rank())
@@ -75,7 +97,8 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
         lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, amp: bool = False,
         device=None, progress: bool = True,
         on_epoch: Optional[Callable[[int, Dict], None]] = None, checkpoint: Optional[str] = None,
-        resume: Optional[Union[str, Mapping]] = None, seed: Optional[int] = None) -> List[Dict]:
+        resume: Optional[Union[str, Mapping]] = None, seed: Optional[int] = None,
+        settings: Optional[Mapping] = None) -> List[Dict]:
     """Train ``model`` in place; returns one dict per epoch run (loss, train accuracy, test accuracy).
 
     :param progress: show a bar over the epochs and, inside it, one over each epoch's batches
@@ -86,6 +109,9 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
     :param resume: a training state (path or loaded dict) to continue from: weights, optimizer,
         schedule and scaler are restored and training goes on at the next epoch
     :param seed: re-seed the random generators at the start of every epoch (reproducible resume)
+    :param settings: what else defines the run (architecture, L, batch size, ...), recorded in the
+        training state beside ``lr``, ``momentum``, ``weight_decay``, ``amp``, ``epochs`` and
+        ``seed``; resuming with any of them changed is a :class:`ConfigError` (:func:`check_resume`)
 
     Under a process group, ``train_loader`` should draw its shard with a
     ``DistributedSampler``; its ``set_epoch`` is called every epoch so the shuffle differs per
@@ -100,10 +126,13 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
+    settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "amp": amp,
+                "seed": seed, **(settings or {})}
     if resume is not None:
         state = read_training_state(resume) if isinstance(resume, (str, os.PathLike)) else resume
         if state.get("epochs") != epochs:
             raise ConfigError(f"resume: the training state is for epochs={state.get('epochs')}, got epochs={epochs}")
+        check_resume(state, settings)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -147,7 +176,7 @@ def fit(model: nn.Module, train_loader: Iterable, epochs: int, test_loader: Opti
         if checkpoint and distributed.is_main():
             save_state_dict(model, checkpoint)
             with atomic_path(training_state_path(checkpoint)) as tmp:
-                torch.save({"format": STATE_FORMAT, "epoch": epoch + 1, "epochs": epochs,
+                torch.save({"format": STATE_FORMAT, "epoch": epoch + 1, "epochs": epochs, "settings": settings,
                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, tmp)
         if on_epoch is not None:

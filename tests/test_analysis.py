@@ -403,3 +403,37 @@ def test_error_vs_T_plot_gives_every_layer_its_own_colour():
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == [L["name"] for L in layers]
     assert len({to_hex(line.get_color()) for line in lines}) == 19
+
+
+def _layers_result(rates):
+    """An ``analyze``-shaped result with the given (positive, negative) rate per layer."""
+    cases = {"a0_exact": 0.4, "case1": 0.1, "a0_below": 0.0, "apos_exact": 0.3, "case2": 0.1, "case3": 0.1}
+    return {"method": "neg", "T": 4, "tau": 0,
+            "layers": [{"name": f"l{i}", "rate_pos": p, "rate_neg": n, "cases": cases} for i, (p, n) in
+                       enumerate(rates)]}
+
+
+def test_bar_plots_leave_headroom_above_the_tallest_bar():
+    from sjconv.analysis_plots import cases_figure, rates_figure
+
+    rates = [(0.2, 0.05), (0.6, 0.15), (0.1, 0.0)]
+    ax = rates_figure(_layers_result(rates)).axes[0]
+    tallest = max(p + n for p, n in rates)
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 1.2 * tallest
+    top = max(patch.get_y() + patch.get_height() for patch in ax.patches)
+    assert top == pytest.approx(tallest)
+    ax = cases_figure(_layers_result(rates)).axes[0]
+    top = max(patch.get_y() + patch.get_height() for patch in ax.patches)
+    assert top == pytest.approx(1.0) and ax.get_ylim()[1] > 1.0
+    assert rates_figure(_layers_result([(0.0, 0.0)])).axes[0].get_ylim()[1] > 0   # a silent net: still an axis
+
+
+def test_layer_table_explains_its_case_columns():
+    """The printed table says what a=0, c1, a>0, c2, c3 and rel_err mean (the §7 cases)."""
+    ann = random_net()
+    text = format_layer_table(analyze(ann, sjconv.convert(ann, "qcfs"), random_images(2), 2))
+    header = text.splitlines()[1].split()
+    assert header[6:] == ["a=0", "c1", "a>0", "c2", "c3", "rel_err"]
+    assert "c1: case 1, a=0 and φ>a" in text and "c2: case 2, a>0 and φ>a" in text
+    assert "c3: case 3, a>0 and φ<a" in text and "a=0, a>0: fraction of elements" in text
+    assert "rel_err: ‖φ − a‖ / ‖a‖" in text

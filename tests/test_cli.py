@@ -77,40 +77,65 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_cli_bad_inputs(tmp_path, tiny_checkpoint):
+def _in_process(capsys, *args):
+    """``eval_cifar`` run in this process, as ``run_example`` runs it in a new one: exit status
+    (argparse's exit included) and stderr. Loading torch once instead of per case saves seconds."""
+    try:
+        code = eval_cifar.cli(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+
+def test_cli_bad_inputs(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Each mistake is one ``error:`` line and a non-zero exit. The first case runs the example
+    script in a new interpreter (what a user runs); the others call the same entry point here."""
     data = tmp_path / "empty"
     data.mkdir()
+    monkeypatch.chdir(tmp_path)   # the default --out of some cases is relative
     base = ["--data-dir", str(data), "--device", "cpu", "--out", str(tmp_path / "never.json")]
     proc = run_example("--arch", "resnet20", "--checkpoint", str(tmp_path / "missing.pth"), *base, cwd=tmp_path)
     assert_one_line_error(proc, "checkpoint file not found")
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
+
+    def run(*args):
+        return _in_process(capsys, *args)
+
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), *base)
     assert_one_line_error(proc, "CIFAR-10 not found", "--download")
-    proc = run_example("--arch", "vgg16", "--checkpoint", str(tiny_checkpoint), *base, cwd=tmp_path)
-    assert_one_line_error(proc, "does not match architecture 'vgg16 (cifar10)'", "missing keys")
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--dataset", "cifar100",
-                       *base, cwd=tmp_path)
+    proc = run("--arch", "vgg16", "--checkpoint", str(tiny_checkpoint), *base)
+    assert_one_line_error(proc, "does not match architecture 'vgg16 (cifar10)'", "missing keys",
+                          "--arch resnet20 --dataset cifar10")
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--dataset", "cifar100", *base)
     assert_one_line_error(proc, "shape mismatch: fc.bias (10,) vs (100,)")
     if not torch.cuda.is_available():
-        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--backend", "cupy",
-                           "--data-dir", str(data), cwd=tmp_path)
+        proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--backend", "cupy",
+                   "--data-dir", str(data))
         assert_one_line_error(proc, "needs a CUDA GPU", "--backend torch")
-        proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
-                           "--data-dir", str(data), cwd=tmp_path)
+        proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
+                   "--data-dir", str(data))
         assert_one_line_error(proc, "no CUDA GPU", "--device cpu")
-    proc = run_example("--arch", "alexnet", "--checkpoint", str(tiny_checkpoint), cwd=tmp_path)
+    proc = run("--arch", "alexnet", "--checkpoint", str(tiny_checkpoint))
     assert proc.returncode == 2 and "invalid choice: 'alexnet'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_example("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0", cwd=tmp_path)
+    proc = run("--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "-T", "0")
     assert proc.returncode == 2 and "expected a number >= 1" in proc.stderr
-    assert not (tmp_path / "never.json").exists()
+    assert not (tmp_path / "never.json").exists() and not (tmp_path / "results.json").exists()
 
 
 def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsys):
+    """--analyze writes its JSON (with the run's metadata) and per-method plots, and removes the
+    analysis files an earlier run with the same --out left for methods not in this run."""
     out = fake_cifar / "an" / "r.json"
-    assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
-                           "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "srp+neg", "--tau", "2",
-                           "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
-                           "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
-                           "--out", str(out), "--no-progress"]) == 0
+    out.parent.mkdir()
+    stale = [out.parent / name for name in ("r_cos_rates.png", "r_cos_neg_error_vs_T.png", "r_analysis.json")]
+    unrelated = [out.parent / name for name in ("r_notes.png", "r_cos_rates.png.bak", "q_neg_rates.png")]
+    for path in stale + unrelated:
+        path.write_text("from an earlier run")
+    argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
+            "--data-dir", str(fake_cifar / "data"), "--method", "qcfs", "srp+neg", "--tau", "2",
+            "-T", "1", "4", "--limit", "6", "--device", "cpu", "--workers", "0",
+            "--memory-budget", "2GB", "--analyze", "--analyze-images", "3",
+            "--out", str(out), "--no-progress"]
+    assert eval_cifar.cli(argv) == 0
     captured = capsys.readouterr()
     printed = captured.out
     rows = json.loads(out.read_text())["methods"]
@@ -125,6 +150,25 @@ def test_eval_cifar_analyze_and_memory_budget(fake_cifar, tiny_checkpoint, capsy
     for name in ("qcfs_rates", "qcfs_cases", "srp_neg_error_vs_T"):
         assert (fake_cifar / "an" / f"r_{name}.png").exists()
     assert json.loads(out.read_text())["memory_budget"] == 2 * 10**9
+    assert_run_metadata(report, argv, batch_size=128, neg_rule="qcfs")
+    assert not any(path.exists() for path in stale[:2]) and all(p.read_text() == "from an earlier run"
+                                                              for p in unrelated)
+    removed = [line for line in captured.err.splitlines() if line.startswith("removed 2 analysis file(s)")]
+    assert len(removed) == 1 and all(str(path) in removed[0] for path in stale[:2])
+
+
+def test_a_run_without_analyze_removes_an_earlier_runs_analysis(tmp_path, capsys):
+    import argparse
+
+    from sjconv.cli.common import analyze_if_asked
+
+    prefix = tmp_path / "r"
+    old = [tmp_path / "r_analysis.json", tmp_path / "r_qcfs_rates.png", tmp_path / "r_srp_neg_cases.png"]
+    for path in old + [tmp_path / "r.json", tmp_path / "r.png"]:
+        path.write_text("x")
+    analyze_if_asked(argparse.Namespace(analyze=False), None, None, [1], str(prefix), "cpu", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.png"]
+    assert capsys.readouterr().err.startswith("removed 3 analysis file(s) of an earlier run")
 
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
@@ -243,3 +287,71 @@ def test_run_cli_turns_out_of_memory_into_one_line(capsys):
     assert capsys.readouterr().err.startswith("error: out of GPU memory: pass --memory-budget")
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(bug, [])
+
+
+def test_cpu_out_of_memory_is_one_line(capsys):
+    """The CPU allocator's failure is a plain RuntimeError in its own words: one ``error:`` line
+    that says CPU and what to lower, exit status 2 (as for CUDA's OOM)."""
+    from sjconv.cli.common import run_cli
+
+    def too_big(argv):
+        torch.empty(2**62, dtype=torch.uint8)   # 4 EiB: refused at once by the allocator
+
+    assert run_cli(too_big, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: out of CPU memory: lower --batch-size")
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "demo_digits", "finetune_snn"])
+def test_every_option_has_a_help_text(tool, monkeypatch):
+    import argparse
+    import importlib
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda self, argv=None: self)
+    parser = importlib.import_module(f"sjconv.cli.{tool}").parse_args([])
+    bare = [a.option_strings[-1] for a in parser._actions if a.option_strings and not a.help]
+    assert bare == []
+
+
+@pytest.mark.parametrize("typed, shown", [("200MB", ("200 MB", "190 MB", "180 MB")),
+                                          ("0.125GiB", ("128 MiB", "181.2 MiB", "115.2 MiB")),
+                                          ("0.1", ("100 MB", "190 MB", "90 MB"))])
+def test_memory_budget_error_uses_the_users_unit(typed, shown):
+    """The budget, the size one step needs and the share of the budget a run plans for (the
+    safety factor, said, not hidden) all in the unit the budget was typed in."""
+    from sjconv.errors import SjconvError
+    from sjconv.memory import SAFETY, Footprint, parse_memory
+
+    with pytest.raises(SjconvError) as info:
+        Footprint(fixed=150 * 10**6, per_step=40 * 10**6, how="computed").chunk_for(parse_memory(typed), 4)
+    budget, needed, usable = shown
+    assert str(info.value).startswith(f"a memory budget of {budget} does not fit even one time step: it needs "
+                                      f"{needed} (computed), and a run plans for at most {SAFETY:.0%} of the "
+                                      f"budget ({usable};")
+
+
+@pytest.mark.parametrize("built, into, hint", [
+    (("resnet20", 10), "vgg16", "the checkpoint holds a resnet20 with 10 classes (--arch resnet20 --dataset cifar10)"),
+    (("vgg16", 100), "vgg11", "the checkpoint holds a vgg16 with 100 classes (--arch vgg16 --dataset cifar100)"),
+    (("resnet34", 7), "resnet18", "the checkpoint holds a resnet34 with 7 classes (--arch resnet34)"),
+])
+def test_architecture_mismatch_is_short_and_names_the_matching_arch(built, into, hint):
+    import sjconv
+    from sjconv.errors import CheckpointError
+
+    arch, classes = built
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.build(into), sjconv.models.build(arch, num_classes=classes).state_dict(),
+                               arch=f"{into} (cifar10)")
+    msg = str(info.value)
+    assert msg.startswith(f"checkpoint does not match architecture '{into} (cifar10)'") and hint in msg
+    assert "unexpected keys: " in msg and len(msg) < 450, (len(msg), msg)
+
+
+def test_architecture_mismatch_of_an_unknown_layout_has_no_arch_hint():
+    import sjconv
+    from sjconv.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as info:
+        sjconv.load_checkpoint(sjconv.models.vgg11(), sjconv.models.small_cnn().state_dict())
+    assert "holds a" not in str(info.value) and "unexpected keys: 0.bias" in str(info.value)

@@ -154,3 +154,50 @@ def test_import_sjconv_is_light_and_complete():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0.1.0"
+
+
+@pytest.mark.parametrize("flag", [["--chunk", "2"], ["--memory-budget", "1GB"]])
+def test_single_step_mode_refuses_chunk_and_budget(flag, tmp_path):
+    """'s' mode runs one step per call, so a chunk size or a budget (which picks one) would be
+    ignored while the JSON records it: refused, naming the flag, as --tau without a pre-run is."""
+    line = _one_line_error("eval_cifar", ["--step-mode", "s", *flag], tmp_path)
+    assert f"{flag[0]} sets how many time steps" in line and "--step-mode m" in line
+
+
+@pytest.mark.parametrize("tool", ["eval_cifar", "train_qcfs", "finetune_snn"])
+def test_negative_workers_is_an_argument_error(tool, tmp_path):
+    status, _, err, imported = _run(tool, REQUIRED[tool] + OUT.get(tool, []) + ["--workers", "-1"], tmp_path)
+    assert status == 2 and err[-1].endswith("argument --workers: expected a number >= 0, got -1"), err
+    _assert_light(imported)
+
+
+def test_each_finetune_check_names_the_one_option_that_is_wrong(tmp_path):
+    line = _one_line_error("finetune_snn", ["--lr", "-1"], tmp_path)
+    assert line == "error: --lr must be > 0, got -1.0"
+    line = _one_line_error("finetune_snn", ["--lam", "1"], tmp_path)
+    assert line == "error: --lam must be in [0, 1), got 1.0"
+
+
+def test_finetune_out_equal_to_its_checkpoint_is_refused(tmp_path):
+    """finetune_snn --checkpoint a.pth --out a.pth would replace the source: refused before torch
+    is imported, unless --overwrite."""
+    args = ["--arch", "vgg16", "--checkpoint", "a.pth", "--out", "./a.pth"]
+    status, _, err, imported = _run("finetune_snn", args, tmp_path)
+    assert status == 2 and err == ["error: ./a.pth is both an input of this run and its output: choose another "
+                                   "--out (or pass --overwrite to replace it)"]
+    _assert_light(imported)
+
+
+@pytest.mark.parametrize("tool, args, message", [
+    ("train_qcfs", ["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
+    ("train_qcfs", ["--weight-decay", "-0.1"], "error: --weight-decay must be >= 0, got -0.1"),
+    ("train_qcfs", ["--dropout", "1"], "error: --dropout must be in [0, 1), got 1.0"),
+    ("demo_digits", ["--lr", "0"], "error: --lr must be > 0, got 0.0"),
+    ("finetune_snn", ["--method", "srp", "--tau", "-2"], "error: --tau must be a whole number of pre-run steps >= 0, "
+                                                          "got -2"),
+    ("finetune_snn", ["--method", "neg", "--tau", "2"], "error: --tau sets pre-run steps, but --method neg has no "
+                                                         "pre-run: drop --tau or choose a method with one (srp, "
+                                                         "srp+neg, cos, cos+neg)"),
+])
+def test_training_numbers_are_checked_one_option_at_a_time(tool, args, message, tmp_path):
+    assert _one_line_error(tool, args, tmp_path) == message

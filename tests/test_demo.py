@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from sjconv.cli import demo_digits
 
 from fakes import assert_run_metadata
 
 
+@pytest.mark.slow   # trains for 12 epochs and runs six methods to T=64 on 450 images
 def test_demo_reduced_run(tmp_path, capsys):
     prefix = tmp_path / "digits"
     assert demo_digits.cli(["--epochs", "12", "-T", "1", "4", "16", "64", "--device", "cpu",
@@ -32,7 +35,8 @@ def test_demo_reduced_run(tmp_path, capsys):
 
 
 def test_demo_is_reproducible(tmp_path):
-    args = ["--epochs", "2", "-T", "1", "8", "--method", "qcfs", "srp", "--device", "cpu", "--no-progress"]
+    args = ["--epochs", "2", "--width", "8", "-T", "1", "8", "--method", "qcfs", "srp", "--device", "cpu",
+            "--no-progress"]
     runs = []
     for name in ("a", "b"):
         assert demo_digits.cli(args + ["--out", str(tmp_path / name)]) == 0

@@ -110,6 +110,7 @@ def test_single_process_helpers_are_the_identity():
         distributed.shard_indices(5, 2, 2)
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_give_the_single_process_table(tmp_path, cifar101, resnet_checkpoint, capsys):
     one = tmp_path / "one" / "r.json"
     assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one)) == 0
@@ -130,18 +131,22 @@ def test_two_processes_give_the_single_process_table(tmp_path, cifar101, resnet_
     assert sorted(os.listdir(two.parent)) == ["r.json", "r.png"]
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_step_by_step_and_budget_match(tmp_path, cifar101, resnet_checkpoint):
+    """Two processes step by step give the counts of one process in multi-step mode under a memory
+    budget (a budget chooses the steps per call of multi-step mode; 's' mode refuses one)."""
     one = tmp_path / "one.json"
-    assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one, "--limit", "21")) == 0
+    assert eval_cifar.cli(eval_args(cifar101, resnet_checkpoint, one, "--limit", "21", "--memory-budget", "1GB")) == 0
     two = tmp_path / "two.json"
     proc = torchrun(tmp_path, "eval_cifar", eval_args(cifar101, resnet_checkpoint, two, "--limit", "21",
-                                                      "--step-mode", "s", "--memory-budget", "1GB"))
+                                                      "--step-mode", "s"))
     assert proc.returncode == 0, proc.stderr
     r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
-    assert r2["num_images"] == 21 and r2["step_mode"] == "s"
+    assert r2["num_images"] == 21 and r2["step_mode"] == "s" and r1["memory_budget"] == 10**9
     assert [m["accuracy"] for m in r2["methods"]] == [m["accuracy"] for m in r1["methods"]]
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_processes_fail_with_one_line_each_and_no_hang(tmp_path, resnet_checkpoint):
     proc = torchrun(tmp_path, "eval_cifar", ["--arch", "resnet20", "--checkpoint", str(resnet_checkpoint),
                                              "--data-dir", str(tmp_path / "nothing"), "--device", "cpu",
@@ -157,6 +162,7 @@ def test_two_processes_fail_with_one_line_each_and_no_hang(tmp_path, resnet_chec
     assert not (tmp_path / "never.json").exists()
 
 
+@pytest.mark.slow   # torchrun with two processes: seconds of start-up each
 def test_two_process_training_writes_one_loadable_checkpoint(tmp_path, monkeypatch):
     from torchvision.datasets import cifar
     monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
@@ -178,7 +184,7 @@ def test_two_process_training_writes_one_loadable_checkpoint(tmp_path, monkeypat
 
 def _train(tmp_path, data, out, *extra):
     return train_qcfs.cli(["--arch", "vgg11", "--data-dir", str(data), "--epochs", "2", "--batch-size", "4",
-                           "--limit", "10", "--device", "cpu", "--workers", "0", "--L", "4", "--dropout", "0.2",
+                           "--limit", "8", "--device", "cpu", "--workers", "0", "--L", "4", "--dropout", "0.2",
                            "--no-progress", "--out", str(out), *extra])
 
 
@@ -208,6 +214,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "fit", real_fit)
     state = torch.load(tmp_path / "part.state.pth", weights_only=True)
     assert state["epoch"] == 1 and state["optimizer"]["state"]   # momentum buffers are saved
+    assert {k: state["settings"][k] for k in ("arch", "L", "dropout", "lr", "world_size")} == {
+        "arch": "vgg11", "L": 4, "dropout": 0.2, "lr": 0.1, "world_size": 1}   # what --resume compares
     assert _train(tmp_path, data, tmp_path / "part.pth", "--resume", str(tmp_path / "part.state.pth")) == 0
     full, resumed = torch.load(tmp_path / "full.pth"), torch.load(tmp_path / "part.pth")
     assert full.keys() == resumed.keys()

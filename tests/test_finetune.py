@@ -196,7 +196,7 @@ def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint
     out = fake_cifar / "ft" / "r20_ft.pth"
     argv = ["--arch", "resnet20", "--checkpoint", str(tiny_checkpoint), "--L", "4",
             "--data-dir", str(fake_cifar / "data"), "--method", "neg", "-T", "2", "--epochs", "1",
-            "--lr", "1e-2", "--batch-size", "6", "--workers", "0", "--device", "cpu",
+            "--lr", "1e-2", "--batch-size", "6", "--limit", "6", "--workers", "0", "--device", "cpu",
             "--no-progress", "--out", str(out)]
     code = finetune_snn.cli(argv)
     assert code == 0, capsys.readouterr().err
@@ -212,7 +212,7 @@ def test_finetune_cli_checkpoint_loads_and_evaluates(fake_cifar, tiny_checkpoint
     res = fake_cifar / "ft" / "eval.json"
     assert eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(out), "--L", "4", "--data-dir",
                            str(fake_cifar / "data"), "--method", "neg", "-T", "1", "2", "--batch-size", "6",
-                           "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(res)]) == 0
+                           "--limit", "6", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(res)]) == 0
     assert set(json.loads(res.read_text())["methods"][0]["accuracy"]) == {"1", "2"}
 
 

@@ -51,7 +51,7 @@ def test_budget_too_small_for_one_step_is_a_clear_error():
     with pytest.raises(SjconvError, match="does not fit even one time step.*--batch-size"):
         Footprint(900, 200, "computed").chunk_for(1000, 8)
     # small sizes are shown in a unit that keeps their digits, not as '0.00 GiB'
-    with pytest.raises(SjconvError, match=r"budget of 24 B .* \(1.10 MiB needed, computed\)"):
+    with pytest.raises(SjconvError, match=r"budget of 24 B .*: it needs 1150976 B \(computed\)"):
         Footprint(2**20, 100 * 2**10, "computed").chunk_for(24, 8)
 
 

@@ -71,3 +71,55 @@ def test_atomic_path_removes_the_temporary_file_on_error(tmp_path):
                 f.write("half")
             raise RuntimeError("crash while writing")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- plot styles
+
+def _tick_labels(ax):
+    return [label.get_text() for label in ax.get_xticklabels()]
+
+
+def test_identical_rows_stay_visible_and_finetuned_rows_are_dashed():
+    """QCFS and NegSpike (and COS and COS + Neg) can have identical figures: every row gets its
+    own marker, a later row smaller markers (so the one below still shows); fine-tuned rows are
+    dashed, the others solid, and the ANN line is neither."""
+    from sjconv.report import accuracy_figure
+
+    same = {1: 50.0, 2: 60.0, 4: 70.0}
+    rows = {"QCFS": same, "NegSpike": dict(same), "COS (ρ=4)": dict(same), "COS + Neg (ρ=4)": dict(same),
+            "QCFS + FT (T=4, 2 ep)": {1: 55.0, 2: 65.0, 4: 72.0}}
+    fig = accuracy_figure([1, 2, 4], rows, ann_accuracy=75.0, dashed=["QCFS + FT (T=4, 2 ep)"])
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    drawn = [lines[label] for label in rows]
+    assert len({line.get_marker() for line in drawn}) == len(rows)
+    sizes = [line.get_markersize() for line in drawn]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(rows)
+    assert [line.get_linestyle() for line in drawn] == ["-", "-", "-", "-", "--"]
+    ann = lines["ANN (75.00%)"]
+    assert ann.get_linestyle() not in ("-", "--") and ann.get_marker() in ("None", None, "")
+
+
+def test_finetuned_rows_of_a_results_dict_are_the_dashed_ones():
+    from sjconv.report import finetuned_labels
+
+    results = {"methods": [{"label": "QCFS"}, {"label": "QCFS + FT (T=4, 2 ep)", "finetuned": True}]}
+    assert finetuned_labels(results) == ["QCFS + FT (T=4, 2 ep)"]
+
+
+def test_every_plot_has_the_same_T_axis():
+    """The accuracy plot and the error-vs-T plot: log2 scale, one plain-number tick per T, no
+    minor ticks, the same label."""
+    from matplotlib.ticker import NullLocator
+
+    from sjconv.analysis_plots import error_vs_T_figure
+    from sjconv.report import accuracy_figure
+
+    steps = [1, 2, 4, 8, 16, 32, 64]
+    acc = accuracy_figure(steps, {"QCFS": {t: 50.0 + t / 2 for t in steps}}).axes[0]
+    err = error_vs_T_figure({"Ts": steps, "method": "qcfs",
+                             "layers": [{"name": "1", "rel_error": [1.0 / t for t in steps]}]}).axes[0]
+    for ax in (acc, err):
+        assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+        assert _tick_labels(ax) == [str(t) for t in steps]
+        assert isinstance(ax.xaxis.get_minor_locator(), NullLocator)
+    assert acc.get_xlabel() == err.get_xlabel() == "time steps T"

@@ -43,6 +43,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A count that may be 0, e.g. ``--workers`` (0: load data in the main process); a negative
+    one is an argument error here, not a DataLoader traceback once torch has loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
     """Options of every tool that converts and simulates: methods, T, step mode, backend, device."""
     parser.add_argument("--method", nargs="+", default=list(default_methods), choices=list(METHODS),
@@ -98,17 +110,26 @@ def check_simulation_args(args) -> None:
         grouped = ", ".join(m for m, r in METHODS.items() if r.group)
         raise ConfigError(f"--levels sets the members of group neurons, but none of the methods "
                           f"({' '.join(args.method)}) has them: add a group method ({grouped}) or drop --levels")
+    if args.step_mode == "s":   # single-step mode runs one step per call: a chunk size would be ignored
+        for flag, value in (("--chunk", args.chunk), ("--memory-budget", args.memory_budget)):
+            if value is not None:
+                raise ConfigError(f"{flag} sets how many time steps one multi-step call runs, but --step-mode s "
+                                  f"runs one step per call: drop {flag} or use --step-mode m")
     if args.neg_rule != "qcfs" and not any(METHODS[m].signed for m in args.method):
         signed = ", ".join(m for m, r in METHODS.items() if r.signed)
         raise ConfigError(f"--neg-rule {args.neg_rule} is a negative-spike rule, but none of the methods "
                           f"({' '.join(args.method)}) is signed: add a signed method ({signed})")
 
 
-def check_writable(*paths: str) -> None:
+def check_writable(*paths: str, inputs=(), keep=None, overwrite: bool = False) -> None:
     """Every output path can be written, checked before any work starts so that a bad ``--out``
     costs nothing: the path is not a folder, and the nearest existing folder on its way (outputs
     create missing folders) is writable. An existing *file* on the way (``--out results.json/r``)
-    is an error too, since no folder can be created there, whoever runs the tool."""
+    is an error too, since no folder can be created there, whoever runs the tool.
+
+    Work is not lost either, unless ``overwrite`` (``--overwrite``) says so: no output may be one
+    of the ``inputs`` the run reads (``--out`` equal to ``--checkpoint``), and no file in ``keep``
+    (a mapping of path to what to do instead) may exist already (a trained checkpoint)."""
     import os
 
     for path in paths:
@@ -121,6 +142,17 @@ def check_writable(*paths: str) -> None:
             raise SjconvError(f"cannot write {path}: {above} is a file, not a folder; choose another output path")
         if not _can_create_in(above):
             raise SjconvError(f"cannot write {path}: {above} is not writable; choose another output path")
+    if overwrite:
+        return
+    for path in paths:
+        for source in inputs:
+            if os.path.abspath(path) == os.path.abspath(source) or (
+                    os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source)):
+                raise SjconvError(f"{path} is both an input of this run and its output: choose another --out "
+                                  "(or pass --overwrite to replace it)")
+    for path, instead in (keep or {}).items():
+        if os.path.exists(path):
+            raise SjconvError(f"{path} exists and would be overwritten: {instead}, or pass --overwrite")
 
 
 def _can_create_in(folder: str) -> bool:
@@ -133,6 +165,11 @@ def _can_create_in(folder: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: let the run replace ``what`` (see :func:`check_writable`)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} (refused without it)")
 
 
 def analysis_outputs(args, prefix: str) -> List[str]:
@@ -164,6 +201,29 @@ def resolve_device(name: Optional[str], backend: str = "torch") -> "torch.device
     return device
 
 
+def check_levels(checkpoint: str, L: int) -> None:
+    """``--L`` against the L the checkpoint was trained with, where that is known: a checkpoint
+    written by ``train_qcfs`` has its training state beside it (``OUT.state.pth``), which records
+    the run's settings. A wrong L would silently change every figure (the T=0 column first), so
+    a mismatch is refused. An official checkpoint holds only weights and thresholds, so there L
+    cannot be checked (the README says to pass the one the checkpoint was trained with)."""
+    import os
+
+    from ..report import training_state_path
+    from ..train import read_training_state
+
+    state_path = training_state_path(checkpoint)
+    if not os.path.isfile(state_path):
+        return
+    try:
+        recorded = read_training_state(state_path).get("settings") or {}
+    except ConfigError:   # a file of that name that is not a training state says nothing about L
+        return
+    if "L" in recorded and recorded["L"] != L:
+        raise ConfigError(f"--L {L}, but {checkpoint} was trained with --L {recorded['L']} (as its training state "
+                          f"{state_path} records): pass --L {recorded['L']}")
+
+
 def apply_memory_budget(args, device: "torch.device"):
     """Validate ``--memory-budget`` and, on CUDA, cap the process at it."""
     if args.memory_budget is None:
@@ -175,16 +235,46 @@ def apply_memory_budget(args, device: "torch.device"):
     return budget
 
 
-def analyze_if_asked(args, ann, loader, steps, prefix: str, device) -> None:
-    """``--analyze``: per-layer analysis of every requested method on the first test images."""
-    if not args.analyze:
-        return
-    from ..experiment import analyze_methods, first_images
+def analyze_if_asked(args, ann, loader, steps, prefix: str, device, results: dict) -> None:
+    """``--analyze``: per-layer analysis of every requested method on the first test images,
+    its JSON carrying the run's metadata (:data:`RUN_METADATA` of ``results``). Then, with or
+    without ``--analyze``, the analysis files of an earlier run with this prefix that this run
+    did not write are removed (:func:`remove_stale_analysis`): they would describe other methods."""
+    from ..report import written_files
 
-    analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
-                    step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
-                    neg_rule=args.neg_rule, levels=getattr(args, "levels", None))
-    print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+    before = len(written_files())
+    if args.analyze:
+        from ..experiment import analyze_methods, first_images
+
+        analyze_methods(ann, first_images(loader, args.analyze_images), args.method, steps, prefix, tau=args.tau,
+                        step_mode=args.step_mode, backend=args.backend, device=device, chunk=args.chunk,
+                        neg_rule=args.neg_rule, levels=getattr(args, "levels", None),
+                        metadata={k: results[k] for k in RUN_METADATA if k in results})
+        print(f"wrote {prefix}_analysis.json and per-method plots {prefix}_<method>_*.png", file=sys.stderr)
+    remove_stale_analysis(prefix, written_files()[before:])
+
+
+def remove_stale_analysis(prefix: str, written) -> List[str]:
+    """Remove the ``--analyze`` files of ``prefix`` (exactly the names sjconv writes there, for
+    any method: :func:`sjconv.analysis_plots.analysis_files`) that exist but are not in
+    ``written``, this run's files: left from an earlier run, they would sit beside the new
+    results as if they belonged to them. Says on stderr what it removed; returns those paths."""
+    import os
+
+    from ..analysis_plots import analysis_files
+
+    keep = {os.path.abspath(p) for p in written}
+    stale = [p for p in analysis_files(prefix, METHODS) if os.path.isfile(p) and os.path.abspath(p) not in keep]
+    for path in stale:
+        os.remove(path)
+    if stale:
+        print(f"removed {len(stale)} analysis file(s) of an earlier run with this output prefix: {', '.join(stale)}",
+              file=sys.stderr)
+    return stale
+
+
+#: the keys of :func:`run_metadata`, copied from a results dict into the analysis JSON
+RUN_METADATA = ("versions", "command", "started_utc", "batch_size", "neg_rule")
 
 
 def run_metadata(args, argv: Optional[List[str]] = None) -> dict:
@@ -241,10 +331,10 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     except SjconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except Exception as exc:
-        if not _out_of_memory(exc):
+        where = _out_of_memory(exc)
+        if where is None:
             raise
-        print("error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
-              "--chunk N, --step-mode s or a lower --batch-size", file=sys.stderr)
+        print(OUT_OF_MEMORY[where], file=sys.stderr)
     except KeyboardInterrupt:
         wrote = written_files()[already:]
         print(f"interrupted: wrote {', '.join(dict.fromkeys(wrote))}" if wrote else
@@ -253,8 +343,27 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     return 2
 
 
-def _out_of_memory(exc: Exception) -> bool:
-    """``exc`` is torch's out-of-memory error. Only torch raises it, so without torch imported
-    it cannot be one (and the check does not import torch)."""
+#: the one line printed for running out of memory, by where (see :func:`_out_of_memory`)
+OUT_OF_MEMORY = {
+    "GPU": "error: out of GPU memory: pass --memory-budget with your GPU's size (e.g. 24GB), or "
+           "--chunk N, --step-mode s or a lower --batch-size",
+    "CPU": "error: out of CPU memory: lower --batch-size, or pass --chunk N or --step-mode s (fewer time "
+           "steps per call), or --memory-budget with the memory you can spare (e.g. 8GB)",
+}
+
+#: how torch's CPU allocator words a failed allocation (a plain RuntimeError, unlike CUDA's)
+_CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
+
+
+def _out_of_memory(exc: Exception) -> Optional[str]:
+    """``"GPU"`` when ``exc`` is torch's (CUDA) out-of-memory error, ``"CPU"`` when it is the CPU
+    allocator's failure (a RuntimeError with its own wording), else None. Only torch raises
+    them, so without torch imported neither can be one (and the check does not import torch)."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    if torch is None:
+        return None
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(exc, RuntimeError) and _CPU_OOM in str(exc):
+        return "CPU"
+    return None

@@ -42,6 +42,8 @@ def run(args, argv=None):
     """Train, convert and evaluate as ``args`` say: ``(results, model, test_loader, device)``;
     ``argv`` only goes into the results' metadata (see :func:`run_metadata`)."""
     check_simulation_args(args)
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {args.lr}")
     if args.finetune and not args.finetune_lr > 0:
         raise ConfigError(f"--finetune-lr must be > 0, got {args.finetune_lr}")
     check_writable(args.out + ".json", args.out + ".png", *analysis_outputs(args, args.out))
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     print(results_table(results, "Digits"))
     save_results(results, args.out + ".json", args.out + ".png", "small QCFS CNN on scikit-learn digits")
     print(f"wrote {args.out}.json and {args.out}.png", file=sys.stderr)
-    analyze_if_asked(args, model, test_loader, sorted(set(args.steps)), args.out, device)
+    analyze_if_asked(args, model, test_loader, sorted(set(args.steps)), args.out, device, results)
     return 0
 
 

@@ -16,9 +16,9 @@ import time
 from ..catalog import ARCHS, DATASETS
 from ..errors import ConfigError, SjconvError
 from ..torchrun import launched_world_size
-from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked,
-                     apply_memory_budget, check_simulation_args, check_writable, positive_int, report_chunks,
-                     resolve_device, run_cli, run_metadata)
+from .common import (HelpFormatter, add_simulation_args, analysis_outputs, analyze_if_asked, apply_memory_budget,
+                     check_levels, check_simulation_args, check_writable, non_negative_int, positive_int,
+                     report_chunks, resolve_device, run_cli, run_metadata)
 
 
 def parse_args(argv=None):
@@ -28,12 +28,14 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
                    help="imagenet: torchvision ImageFolder on DATA_DIR/val (one folder per class)")
     p.add_argument("--checkpoint", required=True, help="QCFS checkpoint (official v1 or v2 state dict)")
-    p.add_argument("--L", type=positive_int, default=8, help="QCFS quantization levels the ANN was trained with")
+    p.add_argument("--L", type=positive_int, default=8,
+                   help="QCFS quantization levels the ANN was trained with: must match the checkpoint (a wrong L "
+                        "changes every figure; checked only where train_qcfs's CHECKPOINT.state.pth is beside it)")
     p.add_argument("--data-dir", default="data", help="folder holding (or receiving) the CIFAR files, "
                                                       "or holding ImageNet's train/ and val/")
     p.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
-    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading worker processes")
     p.add_argument("--out", default="results.json", help="JSON results file")
     p.add_argument("--plot", default=None, help="accuracy-vs-T PNG (default: --out with .png)")
     add_simulation_args(p)
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     budget = apply_memory_budget(args, device)
     steps = sorted(set(args.steps))
     ann = models.build(args.arch, num_classes=num_classes(args.dataset), L=args.L)
+    check_levels(args.checkpoint, args.L)
     load_checkpoint(ann, args.checkpoint, arch=f"{args.arch} ({args.dataset})")
     test_set = limited(get_dataset(args.dataset, args.data_dir, train=False, download=args.download), args.limit)
     with distributed.process_group(device) as ctx:
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.out} and {plot}", file=sys.stderr)
         # the analysis looks at the first test images of the whole set, on rank 0 alone
         analyze_if_asked(args, ann, loader(test_set, args.batch_size, workers=args.workers), steps,
-                         prefix, device)
+                         prefix, device, results)
     return 0
 
 
