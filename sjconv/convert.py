@@ -19,6 +19,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from .errors import ConfigError, ConversionError
+from .guards import check_finite_tensors
 from .neurons import ConvertedSNN, check_backend, node_for, resolve, step_mode_of, unwrap
 from .qcfs import QCFS
 
@@ -111,6 +112,8 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     if step_mode not in ("s", "m"):
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
+    check_finite_tensors(list(ann.named_parameters()) + list(ann.named_buffers()), "the ANN",
+                         "its training diverged or its weights were damaged; load a sound checkpoint")
 
     def make_node(thresh):
         node = node_for(record.name, thresh, step_mode=step_mode, backend=backend, neg_rule=neg_rule, tau=tau)
