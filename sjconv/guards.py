@@ -45,7 +45,7 @@ def _whole(value) -> bool:
 def check_steps_count(value, name: str = "T") -> int:
     """``value`` as an int if it is a whole number >= 1 (an int, not a float, str or bool)."""
     if not _whole(value):
-        hint = " (for several values of T use sjconv.analysis.error_vs_T)" if name == "T" and \
+        hint = "; for several values of T use sjconv.analysis.error_vs_T" if name == "T" and \
             isinstance(value, (list, tuple)) else ""
         raise ConfigError(f"{name} must be a whole number of time steps >= 1, got {value!r} "
                           f"({type(value).__name__}){hint}")

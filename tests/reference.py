@@ -21,30 +21,31 @@ import torch.nn as nn
 from sjconv.qcfs import QCFS
 
 
-def reference_node(x_seq, theta, signed=False, snm=False, mask=None):
-    """Outputs [T, ...] (float32) and final (v, count) for one node, one element at a time."""
-    x = np.asarray(x_seq, dtype=np.float32)
+def reference_node(x_seq, theta, signed=False, snm=False, mask=None, dtype=np.float32):
+    """Outputs [T, ...] and final (v, count) for one node, one element at a time, with the
+    arithmetic of ``dtype`` (float32 by default; float64 for float64 networks)."""
+    x = np.asarray(x_seq, dtype=dtype)
     T = x.shape[0]
     flat = x.reshape(T, -1)
-    th = np.float32(theta)
+    th = dtype(theta)
     out = np.zeros_like(flat)
-    v_end = np.zeros(flat.shape[1], np.float32)
-    c_end = np.zeros(flat.shape[1], np.float32)
+    v_end = np.zeros(flat.shape[1], dtype)
+    c_end = np.zeros(flat.shape[1], dtype)
     keep = np.ones(flat.shape[1], bool) if mask is None else np.asarray(mask).reshape(-1)
     for i in range(flat.shape[1]):
-        v = np.float32(0.0) if (signed and snm) else th / np.float32(2)
+        v = dtype(0.0) if (signed and snm) else th / dtype(2)
         c = 0
         for t in range(T):
-            v = np.float32(v + flat[t, i])
+            v = dtype(v + flat[t, i])
             if v >= th:
                 s = 1
             elif signed and c > 0 and ((v <= -th) if snm else (v < 0)):
                 s = -1
             else:
                 s = 0
-            v = np.float32(v - np.float32(s) * th)
+            v = dtype(v - dtype(s) * th)
             c += s
-            out[t, i] = np.float32(s) * th if keep[i] else 0.0
+            out[t, i] = dtype(s) * th if keep[i] else 0.0
         v_end[i], c_end[i] = v, c
     shape = x.shape[1:]
     return out.reshape(x.shape), v_end.reshape(shape), c_end.reshape(shape)
