@@ -15,7 +15,9 @@ another order or form than eager torch (inductor decomposes batch norm into its 
 the fused kernel, fuses elementwise operations, picks other kernels after a recompilation), so
 the input of a neuron layer can differ in its last bit. A neuron turns a last-bit difference at
 its threshold into a spike more or less, which the next layers amplify: measured accuracies
-changed, and changed again between calls. Equality with eager cannot be guaranteed at a
+changed, and changed again between calls. (On a CPU, a Conv2d + BatchNorm2d pair compiled by
+inductor gave 13,976 of 32,768 outputs that differ from eager torch by up to 4.8e-7; batch norm alone
+compiled was equal.) Equality with eager cannot be guaranteed at a
 reasonable cost, so the nodes refuse to be traced (:mod:`sjconv.neurons.no_compile`), and the functions
 of :mod:`sjconv.simulate` and :mod:`sjconv.analysis` refuse a compiled network before running it.
 The one exception is ``torch.compile(snn, backend="eager")``, which by definition runs the same
