@@ -194,7 +194,8 @@ def test_bad_lists_of_T_are_refused_not_read_as_digits(small, T):
 def test_analyze_with_several_T_names_error_vs_T(small):
     ann, images, _ = small
     snn = sjconv.convert(ann, method="qcfs")
-    with pytest.raises(ConfigError, match="T must be a whole number .*; for several values of T use sjconv.analysis.error_vs_T"):
+    with pytest.raises(ConfigError, match="T must be a whole number .*; for several values of T use "
+                                          "sjconv.analysis.error_vs_T"):
         analysis.analyze(ann, snn, images, [4, 8])
     with pytest.raises(ConfigError, match="^Ts must"):
         analysis.error_vs_T(ann, snn, images, [4, 8.5])

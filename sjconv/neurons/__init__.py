@@ -16,6 +16,7 @@ begin_main_phase = prerun.end
 
 __all__ = ["BACKENDS", "BACKEND_TABLE", "Backend", "get_backend", "METHODS", "Method", "NODE_CLASSES", "PRERUNS", "PreRunKind", "SpikingNode",
            "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode", "COSSignedIFNode",
-           "ConvertedSNN", "converted_network", "get_method", "resolve", "method_of_node", "node_for", "spiking_nodes", "uses_srp",
+           "ConvertedSNN", "converted_network", "get_method", "resolve", "method_of_node", "node_for",
+           "spiking_nodes", "uses_srp",
            "protocol_of", "unwrap", "step_mode_of", "feed_steps", "prerun", "run_prerun", "begin_main_phase",
            "check_backend", "check_neg_rule"]

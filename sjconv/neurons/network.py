@@ -3,8 +3,8 @@ and feeding a static input for a number of steps.
 
 The protocol (method, pre-run kind and length) lives on the nodes, so it is found from any
 module that holds them: a :class:`ConvertedSNN`, its ``.net``, ``torch.compile(snn)`` or a
-user's wrapper give the same answer (running a compiled one is refused, see :mod:`sjconv.guards`). Nodes that disagree on the pre-run length raise instead
-of being guessed at.
+user's wrapper give the same answer (running a compiled one is refused, see :mod:`sjconv.guards`).
+Nodes that disagree on the pre-run length raise instead of being guessed at.
 """
 
 from typing import Iterator, List, Optional

@@ -21,9 +21,10 @@ input dtype (:func:`rules.state_dtype`).
 
 The node carries what a run needs to know about it: θ is the buffer ``theta`` (so it is in the
 ``state_dict``; ``v_threshold`` reads it as a Python float), stored in the dtype of the tensor it
-was given (a float64 QCFS threshold stays exact; a Python float gives float32), and ``prerun``/``prerun_steps``
-say which pre-run the node expects and how long it is, so :func:`sjconv.simulate` finds the
-protocol from any network or wrapper holding these nodes.
+was given (a float64 QCFS threshold stays exact; a Python float gives float32), and
+``prerun``/``prerun_steps`` say which pre-run the node expects and how long it is, so
+:func:`sjconv.simulate` finds the protocol from any network or wrapper holding these nodes.
+Nodes refuse to run under ``torch.compile`` (:meth:`SpikingNode.forward`, :mod:`sjconv.guards`).
 """
 
 from typing import Optional
