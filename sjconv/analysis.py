@@ -34,8 +34,10 @@ import torch.nn as nn
 
 from .errors import ConfigError, SjconvError
 from .activations import activation_names
-from .neurons import SpikingNode, rules, step_mode_of, unwrap
+from .guards import check_step_list, check_steps_count, eval_mode, prepare_images
+from .neurons import SpikingNode, converted_network, rules, step_mode_of
 from .neurons.fold import fold_state, steps_view
+from .neurons.prerun import check_steps
 from .simulate import iter_logits
 
 #: energy of one accumulate (a synaptic operation driven by a spike), pJ (45 nm, 32-bit float)
@@ -83,12 +85,10 @@ def _ann_activations(ann: nn.Module, images: torch.Tensor) -> Dict[str, torch.Te
 
     handles = [m.register_forward_hook(hook_for(name)) for name, m in ann.named_modules()
                if activation_names(m) is not None]
-    was_training = ann.training
     try:
-        ann.eval()
-        ann(images)
+        with eval_mode(ann):
+            ann(images)
     finally:
-        ann.train(was_training)
         for h in handles:
             h.remove()
     shared = sorted(name for name, n in calls.items() if n != 1)
@@ -314,13 +314,15 @@ class _Probe:
 
 # -------------------------------------------------------------------------- helpers
 def _run(ann, snn, images, T, tau, chunk, checkpoints, ops):
-    net, method, default_tau = unwrap(snn)
-    tau = default_tau if tau is None else int(tau)
-    if int(T) < 1:
-        raise ConfigError(f"T must be >= 1, got {T}")
+    """Checks (as :func:`iter_logits` makes them, before the ANN runs), then the ANN's activations
+    and one simulation of ``T`` steps under the probe; both networks in eval mode."""
+    T = check_steps_count(T, "T")
+    net, method, default_tau = converted_network(snn)
+    tau = default_tau if tau is None else check_steps(tau)
+    images = prepare_images(images, net)
     acts = _ann_activations(ann, images)
-    with _Probe(net, acts, tau, T, checkpoints, ops) as probe:
-        for _ in iter_logits(snn, images, T, tau=tau, chunk=chunk):
+    with eval_mode(net), _Probe(net, acts, tau, T, checkpoints, ops) as probe:
+        for _ in iter_logits(net, images, T, tau=tau, chunk=chunk):
             pass
     probe.check_complete()
     return probe, method, tau
@@ -433,10 +435,7 @@ def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterabl
     of max(Ts) main steps (φ(t) from a running sum). Returns
     ``{"Ts": [...], "method", "tau", "layers": [{"name", "rel_error": [one value per t]}]}``
     (a value is None where ‖a‖ = 0)."""
-    Ts = list(Ts)
-    steps = sorted({int(t) for t in Ts})
-    if not steps or steps[0] < 1:
-        raise ConfigError(f"Ts must be integers >= 1, got {Ts}")
+    steps = check_step_list(Ts, "Ts")
     probe, method, tau = _run(ann, snn, images, steps[-1], tau, chunk, checkpoints=steps, ops=False)
     return {"Ts": steps, "method": method, "tau": tau,
             "layers": [{"name": layer.name, "rel_error": [layer.errors[t] for t in steps]}

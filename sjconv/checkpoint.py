@@ -10,7 +10,8 @@ Files are read with torch's safe loader (``weights_only=True``: tensors and plai
 code runs), never with ``weights_only=False``. Research checkpoints often store the run's
 ``argparse.Namespace`` next to the weights; that type is allow-listed (:data:`SAFE_TYPES`).
 A file that cannot be read is a one-line :class:`CheckpointError` naming the file and the
-problem.
+problem; so is a checkpoint holding NaN or inf in a weight, buffer or threshold (a diverged run:
+its network would predict class 0 everywhere and report that as an accuracy).
 """
 
 import argparse
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError
+from .guards import check_finite_tensors
 
 _NESTED = ("state_dict", "model", "net", "model_state_dict")
 _SHOW = 3  # keys listed per category in an error message
@@ -161,7 +163,8 @@ def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mappin
     """Load ``checkpoint`` (a path or a state dict) into ``model``; return ``model``.
 
     Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys and the
-    architecture that was expected (``arch`` or the model's class name).
+    architecture that was expected (``arch`` or the model's class name), or naming the tensors
+    that hold NaN or inf (nothing is loaded then).
     """
     state = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     if not isinstance(state, Mapping):
@@ -173,5 +176,8 @@ def load_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, Mappin
     shapes = {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
     if missing or unexpected or shapes:
         raise CheckpointError(_mismatch_message(model, state, expected, arch))
+    where = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, os.PathLike)) else "the checkpoint"
+    check_finite_tensors(state, where, "the training diverged or the file is damaged; use an earlier or "
+                         "another checkpoint", error=CheckpointError)
     model.load_state_dict(state)
     return model

@@ -26,6 +26,7 @@ from spikingjelly.activation_based import functional, layer
 from .activations import LEVEL_NAMES, activation_names, check_activation, holds_threshold
 from .catalog import check_levels
 from .errors import ConfigError, ConversionError
+from .guards import check_finite_tensors
 from .modelcheck import inspect_forward
 from .neurons import ConvertedSNN, check_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
 from .neurons import fold
@@ -173,6 +174,8 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     if step_mode not in ("s", "m"):
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
+    check_finite_tensors(list(ann.named_parameters()) + list(ann.named_buffers()), "the ANN",
+                         "its training diverged or its weights were damaged; load a sound checkpoint")
 
     def make_node(thresh, L):
         members = (levels or L) if record.group else None

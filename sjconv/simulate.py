@@ -12,6 +12,12 @@ step (memory independent of T); ``'m'`` folds T into the batch, optionally in ch
 chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
 (N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
 spikes are identical): docs/methods.md §13.
+
+Every function here runs the network in eval mode and gives each module its own train/eval mode
+back afterwards, and checks its arguments first (:mod:`sjconv.guards`): the network must hold
+sjconv nodes (an unconverted ANN is refused) and must not be compiled, images must be one finite
+batch of static images in the network's dtype (widening dtypes are converted), numbers of steps
+and ``chunk`` must be whole numbers >= 1.
 """
 
 import os
@@ -24,8 +30,9 @@ from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
+from .guards import check_chunk, check_step_list, check_steps_count, eval_mode, prepare_images
 from .memory import choose_chunk, is_allocation_failure
-from .neurons import feed_steps, run_prerun, spiking_nodes, step_mode_of, unwrap
+from .neurons import converted_network, feed_steps, run_prerun, spiking_nodes, step_mode_of
 from .neurons.prerun import check_steps
 
 
@@ -36,9 +43,10 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 def _net_and_tau(snn: nn.Module, tau: Optional[int]):
-    """The SpikingJelly network inside ``snn`` and its pre-run steps: ``tau`` when given, else the
+    """The SpikingJelly network inside ``snn`` (:func:`sjconv.neurons.converted_network`: an
+    unconverted or compiled network raises) and its pre-run steps: ``tau`` when given, else the
     value its nodes carry (raises if they disagree)."""
-    net, _, default_tau = unwrap(snn)
+    net, _, default_tau = converted_network(snn)
     return net, (default_tau if tau is None else check_steps(tau))
 
 
@@ -46,23 +54,10 @@ def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Opti
                    memory_budget) -> Optional[int]:
     """The explicit chunk, else the one the budget allows in 'm' mode, else None (all steps)."""
     if chunk is not None:
-        if chunk < 1:
-            raise ConfigError(f"chunk must be >= 1 time steps, got {chunk}")
-        return int(chunk)
+        return check_chunk(chunk)
     if memory_budget is not None and step_mode_of(net) == "m":
         return choose_chunk(net, images, steps, memory_budget)
     return None
-
-
-def _check_finite(images: torch.Tensor) -> None:
-    """Refuse NaN or infinite inputs. A NaN membrane potential never crosses the threshold, so
-    the network would stay silent where the input is undefined and still give finite logits: a
-    wrong accuracy with no sign of the bad data. Checked once per batch, where every simulation
-    (:func:`simulate`, :func:`count_correct`, :mod:`sjconv.analysis`) starts."""
-    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-        bad = int((~torch.isfinite(images)).sum())
-        raise ConfigError(f"the images contain NaN or inf ({bad} of {images.numel()} values): check the data "
-                          "and its preprocessing")
 
 
 @torch.no_grad()
@@ -76,33 +71,29 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
         :func:`sjconv.neurons.run_prerun`); the main run then uses them as asked
     :param chunk: in 'm' mode, at most this many steps per network call (None: all at once)
     :param memory_budget: bytes (or '24GB'); in 'm' mode without ``chunk``, the chunk that fits
+
+    The network runs in eval mode; every module's own mode is given back when the generator ends.
     """
-    if T < 1:
-        raise ConfigError(f"T must be >= 1, got {T}")
-    _check_finite(images)
+    T = check_steps_count(T, "T")
+    chunk = check_chunk(chunk)
     net, tau = _net_and_tau(snn, tau)
+    images = prepare_images(images, net)
+    if tau and not any(n.prerun for n in spiking_nodes(net)):
+        raise ConfigError(f"tau={tau} pre-run steps were asked for, but the network has no pre-run nodes "
+                          "(convert with an SRP or COS method)")
     mode = step_mode_of(net)
-    chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
-    functional.reset_net(net)
-    if tau:
-        if not any(n.prerun for n in spiking_nodes(net)):
-            raise ConfigError(f"tau={tau} pre-run steps were asked for, but the network has no pre-run nodes "
-                              "(convert with an SRP or COS method)")
-        run_prerun(net, images, tau, chunk)
-    yield from feed_steps(net, images, T, mode, chunk)
+    with eval_mode(net):
+        chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
+        functional.reset_net(net)
+        if tau:
+            run_prerun(net, images, tau, chunk)
+        yield from feed_steps(net, images, T, mode, chunk)
 
 
 def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
              chunk: Optional[int] = None, memory_budget=None) -> torch.Tensor:
     """Per-step logits ``[T, N, classes]`` of ``snn`` on a batch of static ``images``."""
     return torch.cat(list(iter_logits(snn, images, T, tau=tau, chunk=chunk, memory_budget=memory_budget)))
-
-
-def _as_steps(T: Union[int, Iterable[int]]) -> Sequence[int]:
-    steps = sorted({int(T)} if isinstance(T, int) else {int(t) for t in T})
-    if not steps or steps[0] < 1:
-        raise ConfigError(f"time steps must be integers >= 1, got {T}")
-    return steps
 
 
 def _count_correct(snn, images, labels, steps: Sequence[int], tau, chunk) -> Dict[int, int]:
@@ -161,30 +152,32 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
         halved chunk (any allocation failure counts: :func:`sjconv.memory.is_allocation_failure`).
         The return value stays a pair for existing callers.
     """
-    steps = _as_steps(T)
+    steps = check_step_list(T)
+    chunk = check_chunk(chunk)
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
     total = 0
     net, pre_run = _net_and_tau(snn, tau)
     adaptive = chunk is None and memory_budget is not None
     retries = 0
-    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        images, labels = images.to(device), labels.to(device)
-        if adaptive and chunk is None:
-            chunk = _resolve_chunk(net, images, max(steps[-1], pre_run), None, memory_budget)
-        while True:
-            try:
-                hits = _count_correct(snn, images, labels, steps, tau, chunk)
-                break
-            except Exception as exc:  # noqa: BLE001 - every allocation failure alike, the rest re-raised
-                if not (adaptive and chunk and chunk > 1 and is_allocation_failure(exc)):
-                    raise
-            # outside the except block, so the failed attempt's tensors can be freed
-            chunk = _halve_chunk(chunk, images)
-            retries += 1
-        for t in steps:
-            correct[t] += hits[t]
-        total += labels.numel()
+    with eval_mode(net):   # also while the memory budget's trial runs choose the chunk
+        for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            images, labels = prepare_images(images.to(device), net), labels.to(device)
+            if adaptive and chunk is None:
+                chunk = _resolve_chunk(net, images, max(steps[-1], pre_run), None, memory_budget)
+            while True:
+                try:
+                    hits = _count_correct(net, images, labels, steps, tau, chunk)
+                    break
+                except Exception as exc:  # noqa: BLE001 - every allocation failure alike, the rest re-raised
+                    if not (adaptive and chunk and chunk > 1 and is_allocation_failure(exc)):
+                        raise
+                # outside the except block, so the failed attempt's tensors can be freed
+                chunk = _halve_chunk(chunk, images)
+                retries += 1
+            for t in steps:
+                correct[t] += hits[t]
+            total += labels.numel()
     if info is not None:
         info["chunk_used"] = 1 if step_mode_of(net) == "s" else chunk
         info["oom_retries"] = retries
@@ -215,7 +208,8 @@ def _caller_level() -> int:
 @torch.no_grad()
 def evaluate_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[str, torch.device]] = None,
                  progress: bool = True) -> float:
-    """Top-1 accuracy (%) of the ANN (the T = 0 column of the tables)."""
+    """Top-1 accuracy (%) of the ANN (the T = 0 column of the tables), in eval mode, with the
+    images checked as for the SNN (:func:`sjconv.guards.prepare_images`: NaN/inf refused)."""
     correct, total = count_correct_ann(ann, loader, device=device, progress=progress)
     return accuracies({0: correct}, total)[0]
 
@@ -225,12 +219,10 @@ def count_correct_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[s
                       progress: bool = True) -> Tuple[int, int]:
     """What :func:`evaluate_ann` measures, as integers: ``(correct predictions, images)``."""
     device = torch.device(device) if device is not None else _device_of(ann)
-    was_training = ann.training
-    ann.eval()
     correct = total = 0
-    for images, labels in tqdm(loader, desc="ANN", disable=not progress, leave=False):
-        images, labels = images.to(device), labels.to(device)
-        correct += int((ann(images).argmax(dim=-1) == labels).sum())
-        total += labels.numel()
-    ann.train(was_training)
+    with eval_mode(ann):
+        for images, labels in tqdm(loader, desc="ANN", disable=not progress, leave=False):
+            images, labels = prepare_images(images.to(device), ann), labels.to(device)
+            correct += int((ann(images).argmax(dim=-1) == labels).sum())
+            total += labels.numel()
     return correct, total

@@ -5,6 +5,11 @@
 - ``reference_network_logits``: the official QCFS SNN loop (``Models/layer.py`` IF with T > 0:
   T folded into the batch, mem = θ/2, spike = ((mem - θ) >= 0)·θ, mem -= spike) applied to a
   copy of the ANN.
+- ``reference_srp_mask`` / ``reference_srp_network_logits``: the SRP mask of docs/methods.md §4
+  element by element, and a whole SRP network with every QCFS layer replaced by a layer in the
+  style of the SRP reference code (``MPLayer``: T folded into the batch, τ pre-run steps, then the
+  mask from the residual potential and the main run from θ/2).
+- ``reference_cos_*``: COS (§9), element by element and as a whole network.
 """
 
 import copy
@@ -16,30 +21,31 @@ import torch.nn as nn
 from sjconv.qcfs import QCFS
 
 
-def reference_node(x_seq, theta, signed=False, snm=False, mask=None):
-    """Outputs [T, ...] (float32) and final (v, count) for one node, one element at a time."""
-    x = np.asarray(x_seq, dtype=np.float32)
+def reference_node(x_seq, theta, signed=False, snm=False, mask=None, dtype=np.float32):
+    """Outputs [T, ...] and final (v, count) for one node, one element at a time, with the
+    arithmetic of ``dtype`` (float32 by default; float64 for float64 networks)."""
+    x = np.asarray(x_seq, dtype=dtype)
     T = x.shape[0]
     flat = x.reshape(T, -1)
-    th = np.float32(theta)
+    th = dtype(theta)
     out = np.zeros_like(flat)
-    v_end = np.zeros(flat.shape[1], np.float32)
-    c_end = np.zeros(flat.shape[1], np.float32)
+    v_end = np.zeros(flat.shape[1], dtype)
+    c_end = np.zeros(flat.shape[1], dtype)
     keep = np.ones(flat.shape[1], bool) if mask is None else np.asarray(mask).reshape(-1)
     for i in range(flat.shape[1]):
-        v = np.float32(0.0) if (signed and snm) else th / np.float32(2)
+        v = dtype(0.0) if (signed and snm) else th / dtype(2)
         c = 0
         for t in range(T):
-            v = np.float32(v + flat[t, i])
+            v = dtype(v + flat[t, i])
             if v >= th:
                 s = 1
             elif signed and c > 0 and ((v <= -th) if snm else (v < 0)):
                 s = -1
             else:
                 s = 0
-            v = np.float32(v - np.float32(s) * th)
+            v = dtype(v - dtype(s) * th)
             c += s
-            out[t, i] = np.float32(s) * th if keep[i] else 0.0
+            out[t, i] = dtype(s) * th if keep[i] else 0.0
         v_end[i], c_end[i] = v, c
     shape = x.shape[1:]
     return out.reshape(x.shape), v_end.reshape(shape), c_end.reshape(shape)
@@ -313,3 +319,79 @@ def reference_gn_network_logits(ann, images, T, levels=None, signed=False):
     x = images.unsqueeze(0).repeat(T, *([1] * images.dim())).flatten(0, 1)
     out = net(x)
     return out.view(T, images.shape[0], *out.shape[1:])
+
+
+#: SRP keeps a neuron whose residual potential after the pre-run is above this fraction of θ (§4)
+SRP_FRACTION = 1e-3
+
+
+def srp_bound(theta, dtype=np.float32):
+    """1e-3·θ, computed in double precision and rounded once to the state dtype."""
+    return dtype(SRP_FRACTION * float(theta))
+
+
+def reference_srp_mask(v, theta, dtype=np.float32):
+    """SRP mask (§4) for residual potentials ``v``, one element at a time: True (keep) where
+    v > 1e-3·θ, False where v <= 1e-3·θ (dead: no positive residual)."""
+    values = np.asarray(v, dtype=dtype)
+    bound = srp_bound(theta, dtype)
+    flat = values.reshape(-1)
+    keep = np.zeros(flat.shape, bool)
+    for i in range(flat.shape[0]):
+        keep[i] = bool(flat[i] > bound)
+    return keep.reshape(values.shape)
+
+
+class _ReferenceSRP(nn.Module):
+    """An SRP layer in the style of the SRP reference code's ``MPLayer``, re-typed from §4:
+    input [(τ + T)·N, ...] (steps folded into the batch); τ pre-run steps from θ/2 without a
+    mask; then the mask ``mem > 1e-3·θ`` per sample and neuron, mem back to θ/2 (and the
+    signed count to 0), and T main steps whose outputs θ·s are multiplied by the mask. The
+    pre-run outputs (computed as they would be, unmasked) fill the first τ output steps."""
+
+    def __init__(self, thresh, steps, tau, signed):
+        super().__init__()
+        self.thresh = thresh.detach().clone()
+        self.steps, self.tau, self.signed = steps, tau, signed
+
+    def _run(self, x, mem, mask):
+        th = self.thresh
+        count = torch.zeros_like(mem)
+        outs = []
+        for t in range(x.shape[0]):
+            mem = mem + x[t]
+            pos = (mem - th) >= 0
+            neg = (~pos) & (mem < 0) & (count > 0) if self.signed else torch.zeros_like(pos)
+            s = pos.to(mem.dtype) - neg.to(mem.dtype)
+            mem = mem - s * th
+            count = count + s
+            outs.append(s * th if mask is None else s * th * mask)
+        return outs, mem
+
+    def forward(self, x):
+        x = x.view(self.steps, x.shape[0] // self.steps, *x.shape[1:])
+        half = 0.5 * self.thresh
+        pre, mem = self._run(x[:self.tau], torch.zeros_like(x[0]) + half, None)
+        mask = (mem > SRP_FRACTION * float(self.thresh)).to(x.dtype) if self.tau else None
+        main, _ = self._run(x[self.tau:], torch.zeros_like(x[0]) + half, mask)
+        return torch.stack(pre + main).flatten(0, 1)
+
+
+@torch.no_grad()
+def reference_srp_network_logits(ann, images, T, tau, signed=False):
+    """Per-step main-run logits [T, N, classes] of an SRP network (§4): every QCFS layer of a copy
+    of ``ann`` replaced by :class:`_ReferenceSRP`, run for τ + T steps, the first τ dropped."""
+    steps = tau + T
+    net = copy.deepcopy(ann).eval()
+
+    def swap(module):
+        for name, child in module.named_children():
+            if isinstance(child, QCFS):
+                setattr(module, name, _ReferenceSRP(child.thresh, steps, tau, signed))
+            else:
+                swap(child)
+
+    swap(net)
+    x = images.unsqueeze(0).repeat(steps, *([1] * images.dim())).flatten(0, 1)
+    out = net(x)
+    return out.view(steps, images.shape[0], *out.shape[1:])[tau:]

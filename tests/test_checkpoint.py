@@ -178,3 +178,38 @@ def test_no_class_count_hint_when_the_classifier_matches(tmp_path):
     with pytest.raises(CheckpointError) as info:
         sjconv.load_checkpoint(sjconv.models.resnet20(), path)
     assert "num_classes" not in str(info.value) and "conv1.0.weight (8, 3, 3, 3)" in str(info.value)
+
+
+@pytest.mark.parametrize("key, value", [("conv1.0.weight", float("nan")), ("conv1.1.running_var", float("inf")),
+                                        ("conv1.2.thresh", float("nan"))])
+def test_non_finite_checkpoint_is_refused_and_nothing_loaded(tmp_path, key, value):
+    """A diverged run's weights, batch norm buffers or thresholds are refused by name (a NaN weight
+    evaluates to 0.00 % at every T without a sign of the cause)."""
+    model = sjconv.models.resnet20(num_classes=10)
+    state = _randomized(sjconv.models.resnet20(num_classes=10)).state_dict()
+    state[key].view(-1)[:2] = value
+    bad = min(2, state[key].numel())
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} holds NaN or inf in {key} \({bad} of "):
+        sjconv.load_checkpoint(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match=rf"the checkpoint holds NaN or inf in {key} "):
+        sjconv.load_checkpoint(model, state)
+
+
+def test_non_finite_checkpoint_is_one_error_line_of_the_tool(tmp_path, capsys):
+    from sjconv.cli import eval_cifar
+
+    state = sjconv.models.resnet20(num_classes=10, L=4).state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    (tmp_path / "data").mkdir()
+    status = eval_cifar.cli(["--arch", "resnet20", "--checkpoint", str(path), "--L", "4", "--device", "cpu",
+                             "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "never.json")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status != 0 and len(err) == 1, err
+    assert err[0].startswith("error: checkpoint") and "holds NaN or inf in fc.weight (1 of 640 values)" in err[0]
+    assert not (tmp_path / "never.json").exists()

@@ -240,3 +240,56 @@ def test_nan_or_inf_images_are_refused(resnet20, bad, method):
     with pytest.raises(ConfigError, match="images contain NaN or inf"):
         sjconv.evaluate(snn, loader, T=[1, 2], progress=False)
     assert set(sjconv.evaluate(snn, loader[:1], T=[1, 2], progress=False)) == {1, 2}   # clean data still runs
+
+
+# ------------------------------------------------------------------------------- float64
+@pytest.fixture(scope="module")
+def ann64():
+    """A float64 QCFS CNN whose thresholds float32 cannot hold, and float64 images."""
+    torch.manual_seed(6)
+    images = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    ann = calibrate_thresholds(sjconv.models.small_cnn(num_classes=10, in_channels=3, image_size=8).double(),
+                               images)
+    thresholds = [m.thresh for m in ann.modules() if isinstance(m, QCFS)]
+    assert all(float(t.detach().float()) != float(t.detach()) for t in thresholds)
+    return ann, images
+
+
+@pytest.mark.parametrize("mode", ["m", "s"])
+def test_float64_network_keeps_its_thresholds_and_matches_the_float64_reference(ann64, mode):
+    ann, images = ann64
+    snn = sjconv.convert(ann, method="qcfs", step_mode=mode)
+    nodes = [m for _, m in _nodes(snn)]
+    qcfs = [m for m in ann.modules() if isinstance(m, QCFS)]
+    assert all(n.theta.dtype == torch.float64 and torch.equal(n.theta, q.thresh.detach().reshape(1))
+               for n, q in zip(nodes, qcfs, strict=True))
+    ours = sjconv.simulate(snn, images, 6)
+    assert ours.dtype == torch.float64 and all(n.v.dtype == torch.float64 for n in nodes)
+    # θ rounded to float32, or a float32 state, moves the logits by ~1e-8 relative
+    torch.testing.assert_close(ours, reference_network_logits(ann, images, 6), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["qcfs", "neg", "srp", "srp+neg", "cos", "cos+neg"])
+def test_float64_step_modes_give_the_same_spikes(ann64, method):
+    ann, images = ann64
+    runs = {}
+    for mode in ("m", "s"):
+        snn = sjconv.convert(ann, method=method, step_mode=mode, tau=2 if sjconv.METHODS[method].prerun else None)
+        outputs = {}
+
+        def record(module, inputs, output):   # a COS pre-run is one multi-step call in either mode
+            outputs.setdefault(module, []).append(output if module.step_mode == "m" else output[None])
+
+        handles = [m.register_forward_hook(record) for _, m in _nodes(snn)]
+        logits = sjconv.simulate(snn, images, 5)
+        for h in handles:
+            h.remove()
+        runs[mode] = (logits, [torch.cat(outputs[m])[-5:] for _, m in _nodes(snn)], [m.v for _, m in _nodes(snn)])
+    torch.testing.assert_close(runs["s"][0], runs["m"][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(runs["s"][1], runs["m"][1], strict=True):
+        assert a.dtype == torch.float64 and torch.equal(a, b), method
+    # the first layer's membrane potentials too (a state rounded to float32 between steps shows
+    # there first; later layers' inputs may differ in the last bit between a batch of N and of
+    # T·N, as matrix products round by batch size, so only their spikes are compared)
+    assert all(v.dtype == torch.float64 for v in runs["s"][2] + runs["m"][2])
+    assert torch.equal(runs["s"][2][0], runs["m"][2][0]), method

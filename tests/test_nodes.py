@@ -237,3 +237,28 @@ def test_threshold_from_parameter_tensor():
     node = ConvertedIFNode(torch.nn.Parameter(torch.tensor([2.0])))
     assert node.v_threshold == 2.0 and isinstance(node.v_threshold, float)
     assert np.isclose(node.v_init, 1.0)
+
+
+@pytest.mark.parametrize("signed,masked", KINDS)
+def test_float64_inputs_keep_float64_theta_and_state_in_both_step_modes(signed, masked):
+    """θ = 0.1 as a float64 tensor is not a float32 number: the node keeps it exactly, its state is
+    float64 in 's' and 'm' mode alike, and the spikes are the float64 reference's."""
+    theta = torch.tensor(0.1, dtype=torch.float64)
+    assert float(theta.float()) != float(theta)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 4, 30, generator=gen, dtype=torch.float64) * 0.08
+    mask = torch.rand(4, 30, generator=gen) > 0.3 if masked else None
+    want, v_end, count_end = reference_node(x.numpy(), 0.1, signed=signed, dtype=np.float64,
+                                            mask=None if mask is None else mask.numpy())
+    for mode in ("s", "m"):
+        node = SpikingNode(theta, signed=signed, srp=masked)
+        assert node.theta.dtype == torch.float64 and node.v_threshold == 0.1
+        functional.reset_net(node)
+        node.mask = mask
+        node.step_mode = mode
+        out = node(x) if mode == "m" else torch.stack([node(step) for step in x])
+        assert out.dtype == torch.float64 and node.v.dtype == torch.float64, mode
+        assert np.array_equal(out.numpy(), want), mode
+        assert np.array_equal(node.v.numpy(), v_end), mode
+        if signed:
+            assert node.count.dtype == torch.float64 and np.array_equal(node.count.numpy(), count_end)

@@ -3,8 +3,8 @@ and feeding a static input for a number of steps.
 
 The protocol (method, pre-run kind and length) lives on the nodes, so it is found from any
 module that holds them: a :class:`ConvertedSNN`, its ``.net``, ``torch.compile(snn)`` or a
-user's wrapper give the same answer. Nodes that disagree on the pre-run length raise instead
-of being guessed at.
+user's wrapper give the same answer (running a compiled one is refused, see :mod:`sjconv.guards`).
+Nodes that disagree on the pre-run length raise instead of being guessed at.
 """
 
 from typing import Iterator, List, Optional
@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..guards import check_not_compiled
 from .methods import method_of_node
 from .nodes import SpikingNode
 
@@ -92,6 +93,18 @@ def unwrap(snn: nn.Module):
     module is returned as it is) and the protocol its nodes carry (:func:`protocol_of`)."""
     net = snn.net if isinstance(snn, ConvertedSNN) else snn
     return (net,) + protocol_of(net)
+
+
+def converted_network(snn: nn.Module):
+    """:func:`unwrap` for running a network: a ``torch.compile`` wrapper is refused, or stripped
+    when its backend is ``'eager'`` (:func:`sjconv.guards.check_not_compiled`), and a network
+    without sjconv nodes (e.g. the ANN itself, never converted) is a :class:`ConfigError`: it
+    would run as the ANN and report the ANN's accuracy at every T."""
+    net, method, tau = unwrap(check_not_compiled(snn))
+    if method == "none":
+        raise ConfigError(f"the network ({type(net).__name__}) has no sjconv spiking nodes: it is not a converted "
+                          "SNN; convert the QCFS ANN first: snn = sjconv.convert(ann, method='qcfs')")
+    return net, method, tau
 
 
 def step_mode_of(net: nn.Module) -> str:

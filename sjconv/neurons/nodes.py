@@ -18,12 +18,15 @@ They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transiti
 ``single_step_functional_forward`` (pure, states passed explicitly), multi-step mode calls
 ``multi_step_functional_forward`` once per call, states live in ``self._memories`` (``v``,
 then ``count`` for signed nodes, then ``mask`` for SRP nodes) and are restored by ``reset()``.
-The membrane is kept in float32 for every input dtype.
+The membrane (and the signed count) is float64 for float64 inputs and float32 for every other
+input dtype (:func:`rules.state_dtype`).
 
 The node carries what a run needs to know about it: θ is the buffer ``theta`` (so it is in the
-``state_dict``; ``v_threshold`` reads it as a Python float), and ``prerun``/``prerun_steps``
-say which pre-run the node expects and how long it is, so :func:`sjconv.simulate` finds the
-protocol from any network or wrapper holding these nodes.
+``state_dict``; ``v_threshold`` reads it as a Python float), stored in the dtype of the tensor it
+was given (a float64 QCFS threshold stays exact; a Python float gives float32), and
+``prerun``/``prerun_steps`` say which pre-run the node expects and how long it is, so
+:func:`sjconv.simulate` finds the protocol from any network or wrapper holding these nodes.
+Nodes refuse to run under ``torch.compile`` (:meth:`SpikingNode.forward`, :mod:`sjconv.guards`).
 """
 
 from typing import Optional
@@ -42,6 +45,13 @@ __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSi
            "check_backend", "check_neg_rule"]
 
 
+def _theta_dtype(v_threshold) -> torch.dtype:
+    """Dtype of the ``theta`` buffer: that of a floating tensor θ, else float32."""
+    if isinstance(v_threshold, torch.Tensor) and v_threshold.is_floating_point():
+        return v_threshold.dtype
+    return torch.float32
+
+
 def _theta_of(v_threshold) -> float:
     if isinstance(v_threshold, torch.Tensor) and v_threshold.numel() != 1:
         raise ConfigError(f"v_threshold must be one value (one θ per layer), got a tensor of shape "
@@ -57,7 +67,7 @@ class SpikingNode(BaseNode):
     """Converted IF neuron with optional negative spikes (``signed``) and a pre-run (``prerun``).
 
     :param v_threshold: θ, taken from the QCFS layer (a Python float or a 1-element tensor);
-        stored as the buffer ``theta``
+        stored as the buffer ``theta``, in the tensor's dtype (float32 for a Python float)
     :param signed: emit negative spikes that take back earlier positive ones (§3)
     :param prerun: ``None``, ``'srp'`` (outputs multiplied by the mask set at the end of the
         pre-run, §4) or ``'cos'`` (main run restarted from calibrated potentials, §9)
@@ -99,6 +109,8 @@ class SpikingNode(BaseNode):
         super().__init__(v_threshold=theta, v_reset=None,
                          surrogate_function=surrogate_function if surrogate_function is not None else rules.zif(),
                          detach_reset=False, step_mode=step_mode, store_v_seq=store_v_seq)
+        # BaseNode stored θ through the setter (float32); keep the given tensor's dtype and exact value
+        self.register_buffer("theta", torch.tensor([theta], dtype=_theta_dtype(v_threshold)))
         self.signed = bool(signed)
         self.prerun = prerun
         self.prerun_steps = steps
@@ -151,6 +163,13 @@ class SpikingNode(BaseNode):
         else:
             self.register_buffer("theta", value)
         return self
+
+    def forward(self, *args, **kwargs):
+        """BaseNode's dispatch by step mode, refused under ``torch.compile`` (:mod:`sjconv.guards`)."""
+        if torch.compiler.is_compiling():
+            from .no_compile import refuse_compile   # loaded only here: torch._dynamo is loaded already
+            refuse_compile()
+        return super().forward(*args, **kwargs)
 
     def _needs_grad(self, x: torch.Tensor) -> bool:
         """Whether this run must be differentiable (then only the torch backend can run it)."""
@@ -208,16 +227,19 @@ class SpikingNode(BaseNode):
         return (v,) + ((count,) if self.signed else ()) + ((mask,) if self.srp else ())
 
     def materialize_states(self, inputs, states, step_mode):
-        """Initial values become float32 tensors shaped like one time step of the input: ``v``
-        starts at :attr:`v_init` (from the current θ), ``count`` at 0."""
+        """Initial values become tensors shaped like one time step of the input, in the state
+        dtype of the input (:func:`rules.state_dtype`: float64 for float64, else float32): ``v``
+        starts at :attr:`v_init` (from the current θ), ``count`` at 0. State carried from the
+        last call keeps its values."""
         x = inputs[0][0] if step_mode == "m" else inputs[0]
         v, count, mask = self._split(states)
+        dtype = rules.state_dtype(x.dtype)
 
         def as_state(value, fill):
             if isinstance(value, torch.Tensor) and value.shape == x.shape:
-                return value.to(device=x.device, dtype=torch.float32)
+                return value.to(device=x.device, dtype=dtype)
             # same layout as the input (e.g. channels_last), so fused kernels need no copy
-            return torch.full_like(x, fill, dtype=torch.float32)
+            return torch.full_like(x, fill, dtype=dtype)
 
         v = as_state(v, self.v_init)
         if self.signed:

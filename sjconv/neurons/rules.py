@@ -4,8 +4,10 @@ Every backend must reproduce these bit for bit: the torch backend calls them in 
 the tests compare other backends and step modes against them.
 
 State conventions (shared by all backends):
-- ``v`` (membrane potential) is float32 whatever the input dtype; arithmetic is float32.
-- ``count`` (net spike count of a signed neuron) is float32 holding whole numbers.
+- ``v`` (membrane potential) is in :func:`state_dtype` of the input: float64 for float64 inputs
+  (a float64 network computes in float64 throughout), float32 for float32, float16 and bfloat16
+  inputs; arithmetic is in that dtype.
+- ``count`` (net spike count of a signed neuron) is in the same dtype, holding whole numbers.
 - ``mask`` (SRP) is a bool tensor or ``None`` (no masking, e.g. during the pre-run).
 - the output is θ·s in the input dtype, s ∈ {0, 1} or {-1, 0, 1}; masked outputs are +0.
 - group neurons (§14, ``levels`` = m members): s is the signed number of units k (|k| <= m), the
@@ -28,6 +30,12 @@ SRP_MASK_FRACTION = 1e-3
 #: silent potential b gives ``up = 1.001θ - b``, each used only when it exceeds θ
 COS_DOWN_MARGIN = 0.999
 COS_UP_MARGIN = 1.001
+
+
+def state_dtype(input_dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the membrane state for inputs of ``input_dtype``: float64 stays float64, every
+    other dtype (float32 and the 16-bit formats, whose sums would lose the small inputs) gets float32."""
+    return torch.float64 if input_dtype == torch.float64 else torch.float32
 
 
 def if_step(x: torch.Tensor, v: torch.Tensor, theta: float):
@@ -150,7 +158,7 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
     like every rule of this module, potentials are in input units, so the margins scale with θ.
     A neuron that fired at every step and still holds v_ρ >= θ gets v0 = +inf (b = -inf): it
     fires at every main-run step, its output θ per step being the QCFS clip value. Returns a
-    float32 tensor shaped like one step (``v_start`` is not modified).
+    tensor in ``v_start``'s dtype shaped like one step (``v_start`` is not modified).
     """
     v = v_start
     fired_count = torch.zeros_like(v)
