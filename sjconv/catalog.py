@@ -177,6 +177,14 @@ class BackendSpec:
     trainable: bool
     #: one line for help texts
     summary: str
+    #: floating dtypes it runs (torch names without the ``torch.``); empty: every floating dtype
+    dtypes: Tuple[str, ...] = ()
+
+    def check_dtype(self, dtype_name: str, what: str) -> None:
+        """Refuse ``what`` (a network or an input) of a floating dtype this backend does not run."""
+        if self.dtypes and dtype_name not in self.dtypes:
+            raise ConfigError(f"backend='{self.name}' runs {', '.join(self.dtypes)}, not {what} of dtype "
+                              f"{dtype_name}: use backend='torch', or convert a network cast with .to(torch.float32)")
 
 
 #: every backend, by name
@@ -184,7 +192,8 @@ BACKEND_TABLE = {b.name: b for b in (
     BackendSpec("torch", needs_cuda=False, fused=False, trainable=True,
                 summary="torch operations in place, any device, trainable"),
     BackendSpec("cupy", needs_cuda=True, fused=True, trainable=False,
-                summary="one fused CUDA kernel launch per layer and call (CuPy), inference only"),
+                summary="one fused CUDA kernel launch per layer and call (CuPy), inference only",
+                dtypes=("float32", "float16", "bfloat16")),
 )}
 
 #: backend names, in table order

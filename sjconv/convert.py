@@ -28,7 +28,7 @@ from .catalog import check_levels
 from .errors import ConfigError, ConversionError
 from .guards import check_finite_tensors
 from .modelcheck import inspect_forward
-from .neurons import ConvertedSNN, check_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
+from .neurons import ConvertedSNN, check_backend, get_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
 from .neurons import fold
 
 __all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "LAYOUTS", "unwrap", "step_mode_of"]
@@ -174,6 +174,9 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     if step_mode not in ("s", "m"):
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
+    for tensor in (*ann.parameters(), *ann.buffers()):
+        if tensor.is_floating_point():
+            get_backend(backend).check_dtype(str(tensor.dtype).replace("torch.", ""), "an ANN")
     check_finite_tensors(list(ann.named_parameters()) + list(ann.named_buffers()), "the ANN",
                          "its training diverged or its weights were damaged; load a sound checkpoint")
 

@@ -13,6 +13,7 @@ import torch.nn as nn
 from .convert import convert
 from .catalog import check_levels
 from .errors import ConfigError
+from .guards import eval_mode
 from .neurons import METHODS
 from .report import finetuned_labels, format_table, method_label, plot_accuracy, rows_from_results, write_json
 from .simulate import _device_of, accuracies, count_correct, count_correct_ann
@@ -21,17 +22,15 @@ from .simulate import _device_of, accuracies, count_correct, count_correct_ann
 @contextlib.contextmanager
 def _borrowed(ann: nn.Module, device):
     """Lend the caller's ANN to an experiment: on ``device`` and in eval mode inside the block,
-    back on its own device with every module's own train/eval mode afterwards (even on error),
-    as :func:`sjconv.simulate.count_correct_ann` leaves the mode. The converted networks are
-    copies, so they stay where they were made."""
+    back on its own device with every module's own train/eval mode afterwards (even on error,
+    :func:`sjconv.guards.eval_mode`). The converted networks are copies, so they stay where they
+    were made."""
     original = _device_of(ann)
-    modes = [(module, module.training) for module in ann.modules()]
     try:
-        yield ann.to(device).eval()
+        with eval_mode(ann.to(device)) as lent:
+            yield lent
     finally:
         ann.to(original)
-        for module, training in modes:
-            module.training = training
 
 
 def _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels=None):

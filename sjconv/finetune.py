@@ -22,6 +22,7 @@ from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
 from . import catalog
+from .activations import activation_names
 from .errors import ConfigError
 from .neurons import feed_steps, run_prerun, spiking_nodes, unwrap
 
@@ -134,11 +135,17 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
 def ann_state_dict(snn: nn.Module, ann: nn.Module) -> Dict[str, torch.Tensor]:
     """The state_dict of ``ann`` (the QCFS ANN ``snn`` was converted from) holding the SNN's
     weights and thresholds: every key of the converted network at the same path, ``theta`` of a
-    node as ``thresh`` of its QCFS layer. Raises if the two do not match key for key."""
+    node as the threshold of its QCFS activation (``thresh``, or ``up``/``v_threshold`` for the
+    reference repositories' classes, :func:`sjconv.activations.activation_names`), in the ANN's
+    shape (a 0-dim θ stays 0-dim). Raises if the two do not match key for key."""
     net, _, _ = unwrap(snn)
     snn_state = net.state_dict()
-    mapped = {(k[: -len("theta")] + "thresh" if k.endswith(".theta") else k): v for k, v in snn_state.items()}
     ann_state = ann.state_dict()
+    names = {f"{path}.theta" if path else "theta": f"{path}.{found[0]}" if path else found[0]
+             for path, found in ((p, activation_names(m)) for p, m in ann.named_modules()) if found}
+    mapped = {names.get(k, k): v for k, v in snn_state.items()}
+    mapped = {k: (v.reshape(ann_state[k].shape) if k in ann_state and k not in snn_state
+                  and v.numel() == ann_state[k].numel() else v) for k, v in mapped.items()}
     missing = sorted(set(ann_state) - set(mapped))
     extra = sorted(set(mapped) - set(ann_state))
     shapes = sorted(k for k in set(ann_state) & set(mapped) if ann_state[k].shape != mapped[k].shape)

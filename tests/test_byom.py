@@ -303,3 +303,30 @@ def test_per_channel_thresholds_are_refused():
         sjconv.convert(nn.Sequential(nn.Linear(3, 3), act))
     with pytest.raises(ConfigError, match="one value.*per-channel"):
         ConvertedIFNode(torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_finetuned_thresholds_map_back_onto_each_styles_own_names(models, style):
+    """``ann_state_dict`` writes a node's θ back under the activation's own name (thresh, up,
+    v_threshold) and shape (GN's 0-dim θ stays 0-dim), so the reference model loads it as is."""
+    import copy
+
+    from sjconv.finetune import ann_state_dict
+
+    nets, images = models
+    ann = nets[style]
+    snn = sjconv.convert(ann, method="qcfs")
+    for i, node in enumerate(sjconv.neurons.spiking_nodes(snn.net)):
+        node.theta.mul_(1.0 + 0.01 * (i + 1))        # as if fine-tuning had moved every θ
+    state = ann_state_dict(snn, ann)
+    assert set(state) == set(ann.state_dict())
+    tuned = copy.deepcopy(ann)
+    tuned.load_state_dict(state)
+    moved = [(name, m) for name, m in tuned.named_modules() if isinstance(m, tuple(bm.THRESHOLD_OF))]
+    assert moved
+    for i, (name, module) in enumerate(moved):
+        theta = getattr(module, bm.THRESHOLD_OF[type(module)])
+        original = getattr(dict(ann.named_modules())[name], bm.THRESHOLD_OF[type(module)])
+        assert theta.shape == original.shape
+    again = sjconv.convert(tuned, method="qcfs")
+    assert torch.equal(sjconv.simulate(again, images, T=3), sjconv.simulate(snn, images, T=3))

@@ -78,3 +78,26 @@ def test_levels_are_checked_with_their_method():
     for bad in (0, -1, 2.5, True, "4"):
         with pytest.raises(ConfigError, match="whole number >= 1"):
             catalog.check_levels(bad)
+
+
+def test_cupy_refuses_a_float64_network_when_it_is_built(monkeypatch):
+    """The fused kernel runs float32, float16 and bfloat16: a float64 ANN is refused by ``convert``
+    (before any run), naming the dtype and the fix; the torch backend takes it."""
+    import torch
+
+    import sjconv
+    from sjconv.errors import ConfigError
+    from sjconv.neurons import backends
+
+    spec = catalog.BACKEND_TABLE["cupy"]
+    spec.check_dtype("bfloat16", "an ANN")
+    with pytest.raises(ConfigError, match="runs float32, float16, bfloat16, not an ANN of dtype float64"):
+        spec.check_dtype("float64", "an ANN")
+    catalog.BACKEND_TABLE["torch"].check_dtype("float64", "an ANN")
+    ann = sjconv.models.small_cnn(num_classes=3, in_channels=1, image_size=8).double()
+    # as if CuPy and a GPU were here
+    monkeypatch.setitem(backends.BACKEND_TABLE, "cupy", dataclasses.replace(backends.BACKEND_TABLE["cupy"],
+                                                                            check=lambda: None))
+    with pytest.raises(ConfigError, match="backend='torch'"):
+        sjconv.convert(ann, method="qcfs", backend="cupy")
+    assert sjconv.convert(ann, method="qcfs").net is not None

@@ -197,6 +197,8 @@ MUTATIONS = {
     "group resets one unit": ("vi = sj_sub(vi, kq);", "vi = sj_sub(vi, q * (k != 0));", torch.float32),
     "group final v not stored": ("  v[i] = vi;      /* the state, for the next call */", "", torch.float32),
     "group last neuron skipped": ("if (i >= n) { return; }", "if (i >= n - 1) { return; }", torch.float32),
+    "group sums flushed to zero": (FTZ_ADD[0], FTZ_ADD[1], torch.float32),
+    "group comparisons flush to zero": (FTZ_LT[0], FTZ_LT[1], torch.float32),
     "group mask ignored": ("D::store(out, t * out_step + i, keep ? kq : 0.0f);",
                            "D::store(out, t * out_step + i, kq);", torch.float32),
 }

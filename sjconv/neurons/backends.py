@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from . import torch_backend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backend(catalog.BackendSpec):
     """One neuron backend: its record in the catalog and its code."""
 

@@ -83,7 +83,8 @@ def group_variants(flags: Iterable) -> list:
 def group_probes(device, dtype, levels: int):
     """``[(theta, x_seq)]`` for group neurons of ``levels`` members: exact ties of the potential on
     the member thresholds, 0 and -j·q (q = 1/8), a rounding probe (q at a tie of the dtype) and
-    θ = 0.7 (q = 0.7/m: rounded thresholds)."""
+    θ = 0.7 (q = 0.7/m: rounded thresholds), and the subnormal probe with q = 1 (a negative subnormal
+    potential takes a unit back unless the kernel flushes it to zero)."""
     gen = torch.Generator().manual_seed(20261126 + levels)
     shape = (PROBE_STEPS, PROBE_NEURONS)
     q = 0.125
@@ -91,7 +92,8 @@ def group_probes(device, dtype, levels: int):
     noise = torch.randn(shape, generator=gen) * (1.5 * levels * TIE_THETA[dtype])
     return [(q * levels, grid.to(device=device, dtype=dtype)),
             (TIE_THETA[dtype] * levels, noise.to(device=device, dtype=dtype)),
-            (0.7, (noise * (0.7 / (levels * TIE_THETA[dtype]))).to(device=device, dtype=dtype))]
+            (0.7, (noise * (0.7 / (levels * TIE_THETA[dtype]))).to(device=device, dtype=dtype)),
+            (float(levels), subnormal_probe(gen).to(device=device, dtype=dtype))]
 
 
 def _split_run(run, x_seq, v, count, mask, theta, signed, snm, **group):
