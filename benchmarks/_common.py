@@ -83,6 +83,18 @@ def timed_against(fn: Callable[[], object], base: Callable[[], object], device: 
             "base_ms": base_times[len(base_times) // 2], "base_ms_min": base_times[0]}
 
 
+def node_runner(node, x, mask=None) -> Callable[[], None]:
+    """Reset, (set the SRP mask made once beforehand), run all steps: one layer's work per call."""
+    from spikingjelly.activation_based import functional
+
+    def run():
+        functional.reset_net(node)
+        if mask is not None:
+            node.mask = mask
+        node(x)
+    return run
+
+
 def failure_status(exc: BaseException) -> str:
     """A failed case's status: the first line of the error, so one bad case does not stop a run."""
     first_line = (str(exc).splitlines() or [""])[0]

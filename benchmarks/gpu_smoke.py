@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sjconv  # noqa: E402
 from sjconv.neurons import SpikingNode  # noqa: E402
 
-from _common import failure_status, markdown_table, timed, write_outputs  # noqa: E402
+from _common import failure_status, markdown_table, node_runner, timed, write_outputs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -104,16 +104,6 @@ def self_check(device) -> list:
     return rows
 
 
-def _node_run(node, x, mask=None):
-    def run():
-        from spikingjelly.activation_based import functional
-        functional.reset_net(node)
-        if mask is not None:
-            node.mask = mask
-        node(x)
-    return run
-
-
 def bandwidth(device, T, N, dtypes, repeat, warmup) -> list:
     """Copy bandwidth and the neuron kernels' share of it on a [T, N] input."""
     from spikingjelly.activation_based import neuron
@@ -137,7 +127,7 @@ def bandwidth(device, T, N, dtypes, repeat, warmup) -> list:
         for impl, node, m, state_bytes in cases:
             row = {"dtype": name, "T": T, "N": N, "impl": impl}
             try:
-                ms = timed(_node_run(node, x, m), device, repeat, warmup, queued=True)["ms"]
+                ms = timed(node_runner(node, x, m), device, repeat, warmup, queued=True)["ms"]
             except Exception as exc:  # noqa: BLE001
                 row["status"] = failure_status(exc)
                 rows.append(row)

@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spikingjelly.activation_based import functional, neuron  # noqa: E402
+from spikingjelly.activation_based import neuron  # noqa: E402
 
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.neurons import BACKENDS, METHODS, SpikingNode, get_backend, rules, torch_backend  # noqa: E402
 
-from _common import (device_info, failure_status, markdown_table, timed, timed_against,  # noqa: E402
+from _common import (device_info, failure_status, markdown_table, node_runner, timed, timed_against,  # noqa: E402
                      write_outputs)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -92,16 +92,6 @@ def loop_runner(run_steps, x, theta, signed, neg_rule, mask, levels=None):
 #: the loops timed directly, per node kind: (row name, run_steps)
 LOOPS = [("reference loop (rules.run_steps)", rules.run_steps),
          ("in-place loop (torch_backend.run_steps)", torch_backend.run_steps)]
-
-
-def node_runner(node, x, mask=None):
-    """Reset, (set the SRP mask made once beforehand), run all steps: one layer's work per call."""
-    def run():
-        functional.reset_net(node)
-        if mask is not None:
-            node.mask = mask
-        node(x)
-    return run
 
 
 def main(argv=None):

@@ -33,26 +33,26 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def positive_int(text: str) -> int:
+def _whole_number_at_least(text: str, minimum: int) -> int:
+    """``text`` as an int >= ``minimum``, else the argparse error naming what was expected."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (steps, epochs, batch size, ...)."""
+    return _whole_number_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """A count that may be 0, e.g. ``--workers`` (0: load data in the main process); a negative
     one is an argument error here, not a DataLoader traceback once torch has loaded."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+    return _whole_number_at_least(text, 0)
 
 
 def add_simulation_args(parser: argparse.ArgumentParser, default_methods=("qcfs",)) -> None:
