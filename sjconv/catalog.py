@@ -4,7 +4,7 @@ and optimizers, and the checks of those names against each other.
 
 This module is the single source of these tables. The torch side builds on it: the method table
 (:mod:`sjconv.neurons.methods`) attaches node classes, the backend table
-(:mod:`sjconv.neurons.backends`) attaches the code that runs, :data:`sjconv.models.ARCHS` maps
+(:mod:`sjconv.neurons.kernels.registry`) attaches the code that runs, :data:`sjconv.models.ARCHS` maps
 these names to builders. It imports nothing heavy, so the command-line tools build their
 parsers, print ``--help`` and refuse bad arguments before torch or SpikingJelly is imported.
 """
@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class PreRunKind:
-    """What one pre-run kind needs from the code that runs a network (see :mod:`sjconv.neurons.prerun`)."""
+    """What one pre-run kind needs from the code that runs a network (see :mod:`sjconv.neurons.protocol`)."""
 
     name: str
     #: symbol of its length in table labels (τ for SRP, ρ for COS)
@@ -166,7 +166,7 @@ def check_levels(levels, method: Optional[str] = None):
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One neuron backend without its code (see :mod:`sjconv.neurons.backends`)."""
+    """One neuron backend without its code (see :mod:`sjconv.neurons.kernels.registry`)."""
 
     name: str
     #: runs on CUDA tensors only

@@ -29,6 +29,7 @@ from .errors import ConfigError, ConversionError
 from .guards import check_finite_tensors
 from .modelcheck import inspect_forward
 from .neurons import ConvertedSNN, check_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
+from .neurons.modes import STEP_MODES
 from .neurons import fold
 
 __all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "LAYOUTS", "unwrap", "step_mode_of"]
@@ -171,7 +172,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     """
     record, tau = resolve(method, tau, neg_rule)
     levels = check_levels(levels, method)
-    if step_mode not in ("s", "m"):
+    if step_mode not in STEP_MODES:
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
     check_finite_tensors(list(ann.named_parameters()) + list(ann.named_buffers()), "the ANN",

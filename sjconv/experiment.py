@@ -188,11 +188,11 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
             snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels)
             result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
             errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
-            print(analysis.format_layer_table(result))
+            print(analysis_plots.format_layer_table(result))
             print()
             result["label"] = _row(method, snn, neg_rule)["label"]
             result["error_vs_T"] = errors
             report["methods"].append(result)
-            analysis.plot_analysis(result, errors, analysis_plots.method_prefix(prefix, method))
+            analysis_plots.plot_analysis(result, errors, analysis_plots.method_prefix(prefix, method))
     write_json(f"{prefix}_analysis.json", report)
     return report

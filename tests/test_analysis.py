@@ -9,7 +9,8 @@ import torch.nn as nn
 
 import sjconv
 from sjconv import analysis
-from sjconv.analysis import analyze, error_vs_T, format_layer_table, plot_analysis
+from sjconv.analysis import analyze, error_vs_T
+from sjconv.analysis_plots import format_layer_table, plot_analysis
 from sjconv.neurons import SpikingNode
 
 METHODS = ["qcfs", "neg", "srp", "srp+neg"]

@@ -11,7 +11,7 @@ from sjconv.errors import ConfigError
 from sjconv.finetune import LOSSES, OPTIMIZERS
 from sjconv.models import ARCHS
 from sjconv.neurons import BACKEND_TABLE, BACKENDS, GROUP_NODE_CLASSES, METHODS, NODE_CLASSES, rules
-from sjconv.neurons.prerun import PRERUNS, PreRunKind
+from sjconv.catalog import PRERUNS, PreRunKind
 
 
 def _spec_fields(record, spec_class):

@@ -12,8 +12,8 @@ from spikingjelly.activation_based import functional
 import sjconv
 from sjconv import catalog
 from sjconv.errors import ConfigError
-from sjconv.neurons import (METHODS, ConvertedIFNode, GroupNode, SignedGroupNode, SignedIFNode, SpikingNode, rules,
-                            torch_backend, torch_group)
+from sjconv.neurons import METHODS, ConvertedIFNode, GroupNode, SignedGroupNode, SignedIFNode, SpikingNode, rules
+from sjconv.neurons.kernels import torch_backend, torch_group
 
 from reference import _ReferenceGN, reference_gn_network_logits, reference_group_node
 

@@ -182,7 +182,7 @@ def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
 def test_cupy_backend_with_cupy_but_no_gpu_fails_when_built(monkeypatch):
     """CuPy installed (a stand-in module here) on a machine without a GPU: refused when the network
     is built, with the fix; a CPU input to a 'cupy' node is refused at its first run."""
-    from sjconv.neurons import cupy_backend
+    from sjconv.neurons.kernels import cupy_backend
 
     cupy = types.ModuleType("cupy")   # with a loadable NVRTC, which the build-time check asks for
     cupy.__version__ = "14.2.0"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .. import catalog
+from ..errors import ConfigError
 from .nodes import GROUP_NODE_CLASSES, NODE_CLASSES, SpikingNode
 
 
@@ -45,12 +46,13 @@ def resolve(method: str, tau=None, neg_rule: str = "qcfs") -> Tuple[Method, int]
     return METHODS[spec.name], tau
 
 
+#: method name by node kind (signed, pre-run kind, group neurons): what a node's kind reads
+_BY_KIND = {(m.signed, m.prerun.name if m.prerun else None, m.group): name for name, m in METHODS.items()}
+
+
 def method_of_node(node: SpikingNode) -> Optional[str]:
     """Name of the method whose node kind ``node`` has (None if no method uses that kind)."""
-    for name, record in METHODS.items():
-        if (record.signed, record.node.PRERUN, record.group) == (node.signed, node.prerun, node.group):
-            return name
-    return None
+    return _BY_KIND.get((node.signed, node.prerun, node.group))
 
 
 def node_for(method: str, v_threshold, step_mode="s", backend="torch", neg_rule="qcfs",
@@ -60,7 +62,6 @@ def node_for(method: str, v_threshold, step_mode="s", backend="torch", neg_rule=
     record, tau = resolve(method, tau, neg_rule)
     levels = catalog.check_levels(levels, method)
     if record.group and levels is None:
-        from ..errors import ConfigError
         raise ConfigError(f"method '{method}' needs levels (members per group neuron), e.g. the QCFS layer's L")
     kwargs = {"prerun_steps": tau} if record.prerun else {}
     if record.group:

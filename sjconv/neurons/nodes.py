@@ -3,7 +3,7 @@
 All nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
 ``signed`` (negative spikes, docs/methods.md §3) and ``prerun`` (what a pre-run phase derives per
 neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential, §9; see
-:mod:`sjconv.neurons.prerun`).
+:mod:`sjconv.neurons.protocol`).
 
 - :class:`ConvertedIFNode`  -- half-threshold IF (v0 = θ/2, soft reset, output θ·spike)
 - :class:`SignedIFNode`     -- NegSpike: also takes back earlier spikes with negative ones
@@ -35,14 +35,14 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
 from ..catalog import check_levels, check_neg_rule
-from ..errors import BackendUnavailableError, ConfigError
-from . import rules
-from .backends import BACKENDS, check_backend, get_backend
-from .prerun import PRERUNS, prerun_kind
+from ..errors import ConfigError
+from ..catalog import PRERUNS, prerun_kind
+from . import dynamics, rules
+from .kernels import check_backend
+from .records import NeuronKind, NeuronState
 
 __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
-           "COSSignedIFNode", "GroupNode", "SignedGroupNode", "NODE_CLASSES", "GROUP_NODE_CLASSES", "BACKENDS",
-           "check_backend", "check_neg_rule"]
+           "COSSignedIFNode", "GroupNode", "SignedGroupNode", "NODE_CLASSES", "GROUP_NODE_CLASSES"]
 
 
 def _theta_dtype(v_threshold) -> torch.dtype:
@@ -72,7 +72,7 @@ class SpikingNode(BaseNode):
     :param prerun: ``None``, ``'srp'`` (outputs multiplied by the mask set at the end of the
         pre-run, §4) or ``'cos'`` (main run restarted from calibrated potentials, §9)
     :param prerun_steps: length of the pre-run (τ for SRP, ρ for COS); default from
-        :data:`sjconv.neurons.prerun.PRERUNS`; 0 without a pre-run
+        :data:`sjconv.catalog.PRERUNS`; 0 without a pre-run
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
         at v <= -θ, the signed neuron with memory of Wang et al.); signed nodes only
     :param backend: ``'torch'`` (a loop of torch operations; trainable) or ``'cupy'`` (one fused
@@ -80,7 +80,6 @@ class SpikingNode(BaseNode):
     :param surrogate_function: surrogate derivative of the firing condition used when gradients
         are needed (default: the ZIF triangle, γ = 1, :func:`rules.zif`); any
         ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
-    :param srp: older spelling of ``prerun='srp'``
     :param levels: None for the IF kinds; an int m >= 1 makes the node a group neuron of m members
         (docs/methods.md §14: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
         k units in 0..m, or -m..m when ``signed``); group neurons take no pre-run
@@ -93,12 +92,10 @@ class SpikingNode(BaseNode):
 
     def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
                  prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
-                 backend: str = "torch", store_v_seq: bool = False, srp: bool = False,
+                 backend: str = "torch", store_v_seq: bool = False,
                  surrogate_function=None, levels: Optional[int] = None):
         theta = _theta_of(v_threshold)
         levels = check_levels(levels)
-        if srp:
-            prerun = prerun or "srp"
         kind = prerun_kind(prerun)
         steps = kind.check_steps(prerun_steps) if kind is not None else 0
         if kind is None and prerun_steps:
@@ -171,24 +168,19 @@ class SpikingNode(BaseNode):
             refuse_compile()
         return super().forward(*args, **kwargs)
 
-    def _needs_grad(self, x: torch.Tensor) -> bool:
-        """Whether this run must be differentiable (then only the torch backend can run it)."""
-        if not torch.is_grad_enabled() or not (x.requires_grad or self.theta.requires_grad):
-            return False
-        if not get_backend(self.backend).trainable:
-            raise BackendUnavailableError(f"backend='{self.backend}' is inference-only (no backward): train "
-                                          "(fine-tune) with backend='torch', or run under torch.no_grad()")
-        return True
-
     @property
     def v_init(self) -> float:
         """Potential every neuron starts from: θ/2 (a group neuron: q/2 = θ/(2m)), or 0 for the SNM
         signed rule."""
-        if self.signed and self.neg_rule == "snm":
-            return 0.0
-        if self.levels is not None:
-            return rules.group_quantum(self.v_threshold, self.levels) / 2.0
-        return self.v_threshold / 2.0
+        return rules.start_potential(self.v_threshold, self.signed, self.neg_rule, self.levels)
+
+    @property
+    def kind(self) -> NeuronKind:
+        """The fixed facts of this node's neurons that a layer call needs (:mod:`sjconv.neurons.records`)."""
+        return NeuronKind(self.signed, self.neg_rule, self.v_threshold, self.levels)
+
+    def _surrogate(self) -> dynamics.Surrogate:
+        return dynamics.Surrogate(self.theta, self.surrogate_function)
 
     @property
     def group(self) -> bool:
@@ -216,15 +208,16 @@ class SpikingNode(BaseNode):
         return self.prerun == "cos"
 
     # ----------------------------------------------------------------- states
-    def _split(self, states):
-        """(v, count or None, mask or None) from the registered-order state tuple."""
+    def _split(self, states) -> NeuronState:
+        """The :class:`NeuronState` (v, count or None, mask or None) of the registered-order state tuple."""
         v, rest = states[0], list(states[1:])
         count = rest.pop(0) if self.signed else None
         mask = rest.pop(0) if self.srp else None
-        return v, count, mask
+        return NeuronState(v, count, mask)
 
-    def _join(self, v, count, mask):
-        return (v,) + ((count,) if self.signed else ()) + ((mask,) if self.srp else ())
+    def _join(self, state: NeuronState):
+        """The registered-order state tuple of a :class:`NeuronState`."""
+        return (state.v,) + ((state.count,) if self.signed else ()) + ((state.mask,) if self.srp else ())
 
     def materialize_states(self, inputs, states, step_mode):
         """Initial values become tensors shaped like one time step of the input, in the state
@@ -250,7 +243,7 @@ class SpikingNode(BaseNode):
                     f"SRP mask has shape {tuple(mask.shape)} but the input step has shape "
                     f"{tuple(x.shape)}: call functional.reset_net(net) before a new batch")
             mask = mask.to(x.device)
-        return self._join(v, count, mask)
+        return self._join(NeuronState(v, count, mask))
 
     def reset(self):
         super().reset()
@@ -262,15 +255,10 @@ class SpikingNode(BaseNode):
         if self._in_prerun and self.cos:
             raise ConfigError(
                 "COS calibration needs all of its pre-run steps in one multi-step call: run the pre-run "
-                "with sjconv.prerun.run_prerun(net, images) (it switches to multi-step for that call), "
+                "with sjconv.protocol.run_prerun(net, images) (it switches to multi-step for that call), "
                 "or use sjconv.simulate")
-        if get_backend(self.backend).fused or self._needs_grad(inputs[0]):  # fused kernel / graph with T = 1
-            out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
-            return (out[0],), states
-        v, count, mask = self._split(states)
-        out, v, count = rules.step(inputs[0], v, count, mask, self.v_threshold, self.signed, self.neg_rule,
-                                   self.levels)
-        return (out,), self._join(v, count, mask)
+        out, state = dynamics.step(inputs[0], self._split(states), self.kind, self.backend, self._surrogate())
+        return (out,), self._join(state)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         out, states, _ = self._run_sequence(inputs[0], states, record_v=False)
@@ -278,15 +266,9 @@ class SpikingNode(BaseNode):
 
     def _run_sequence(self, x_seq, states, record_v: bool):
         """All T steps of ``x_seq`` [T, ...]; returns (outputs, final states, v per step or None)."""
-        v, count, mask = self._split(states)
-        if self._needs_grad(x_seq):
-            out, v, count = rules.run_surrogate_steps(x_seq, v, count, mask, self.theta, self.signed,
-                                                      self.neg_rule, self.surrogate_function, self.levels)
-            return out, self._join(v, count, mask), None
-        group = {"levels": self.levels} if self.levels is not None else {}
-        out, v, count, v_seq = get_backend(self.backend).run(x_seq, v, count, mask, self.v_threshold, self.signed,
-                                                             self.neg_rule, record_v, **group)
-        return out, self._join(v, count, mask), v_seq
+        out, state, v_seq = dynamics.run_sequence(x_seq, self._split(states), self.kind, self.backend, record_v,
+                                                  self._surrogate())
+        return out, self._join(state), v_seq
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back
@@ -309,11 +291,12 @@ class SpikingNode(BaseNode):
         (their outputs are the next layer's calibration input)."""
         if self._cos_v0 is not None:
             raise ConfigError("COS calibration got a second pre-run call: the pre-run steps must reach "
-                              "the node in one multi-step call (sjconv.prerun.run_prerun does this)")
-        v, count, mask = self._split(states)
+                              "the node in one multi-step call (sjconv.protocol.run_prerun does this)")
+        state = self._split(states)
         with torch.no_grad():
-            self._cos_v0 = rules.cos_initial_potential(x_seq, self.v_threshold, v.detach())
-        return self._join(self._cos_v0.clone(), torch.zeros_like(v) if self.signed else None, mask)
+            self._cos_v0 = rules.cos_initial_potential(x_seq, self.v_threshold, state.v.detach())
+        return self._join(NeuronState(self._cos_v0.clone(), torch.zeros_like(state.v) if self.signed else None,
+                                      state.mask))
 
     def begin_prerun(self):
         """Start the pre-run phase: every state back to its start (SRP: no mask yet; COS: the

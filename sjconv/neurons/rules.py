@@ -99,6 +99,16 @@ def group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], 
     return k, v - k * q, count
 
 
+def start_potential(theta: float, signed: bool, neg_rule: str = "qcfs", levels: Optional[int] = None) -> float:
+    """Potential every neuron starts from (the only place it is written): θ/2, for a group neuron
+    q/2 with q = θ/m (§14), and 0 for the SNM signed rule."""
+    if signed and neg_rule == "snm":
+        return 0.0
+    if levels is not None:
+        return group_quantum(theta, levels) / 2.0
+    return theta / 2.0
+
+
 def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch.Tensor]):
     """Output of a step: θ·s in ``dtype``; where ``mask`` is False the output is +0."""
     out = (s * theta).to(dtype)
@@ -175,7 +185,7 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
     down = torch.where(down > theta, down, torch.full_like(down, theta))
     up = COS_UP_MARGIN * theta - highest_silent
     up = torch.where(up > theta, up, torch.full_like(up, theta))
-    half = torch.full_like(v, theta / 2.0)
+    half = torch.full_like(v, start_potential(theta, signed=False))
     v0 = torch.where((v < 0) & (fired_count >= 1), half - down, half)
     return torch.where(v >= theta, half + up, v0)
 

@@ -1,14 +1,14 @@
 """The neuron backends, one record each: the table that the nodes, the command-line choices and
 the benchmarks read.
 
-A backend runs all steps of one neuron layer call: ``run(x_seq, v, count, mask, theta, signed,
-neg_rule, record_v, levels=None) -> (out, v, count, v_seq)`` (``levels``: the members of a group
-neuron, docs/methods.md §14; None for the IF kinds), with the conventions of
+A backend runs all steps of one neuron layer call: ``run(x_seq, state, kind, record_v) ->
+(out, state, v_seq)`` with the records of :mod:`sjconv.neurons.records` (the state: v, count,
+mask; the kind: signed, negative rule, θ, levels), with the conventions of
 :func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Its name,
 flags and summary are a :class:`~sjconv.catalog.BackendSpec` in :mod:`sjconv.catalog` (readable
 without torch); this module attaches its ``check`` and ``run``. Adding a backend is one record
-there and its code here; a fused one reuses :func:`sjconv.neurons.launch.prepare`
-(the launch layout) and :func:`sjconv.neurons.kernel_check.ensure_verified` (the bit-exact
+there and its code in this folder; a fused one reuses :func:`sjconv.neurons.kernels.launch.prepare`
+(the launch layout) and :func:`sjconv.neurons.kernels.kernel_check.ensure_verified` (the bit-exact
 self-check against the rules before its first launch).
 """
 
@@ -17,9 +17,10 @@ from typing import Callable
 
 import torch
 
-from .. import catalog
-from ..errors import ConfigError
-from . import torch_backend
+from ... import catalog
+from ...errors import ConfigError
+from ..records import NeuronKind, NeuronState
+from . import cupy_backend, torch_backend, torch_group
 
 
 @dataclass(frozen=True)
@@ -28,48 +29,43 @@ class Backend(catalog.BackendSpec):
 
     #: ``check()`` raises :class:`BackendUnavailableError` (with the fix) if unusable here
     check: Callable[[], None]
-    #: ``run(x_seq, v, count, mask, theta, signed, neg_rule, record_v) -> (out, v, count, v_seq)``
+    #: ``run(x_seq, state, kind, record_v) -> (out, state, v_seq)``
     run: Callable
 
 
-def _torch_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels=None):
+def _torch_run(x_seq, state: NeuronState, kind: NeuronKind, record_v: bool):
     """The in-place loop of :mod:`torch_backend` (bit-identical to the rules, a few times faster);
     group neurons: the one of :mod:`torch_group`."""
-    if levels is not None:
-        from . import torch_group
-
-        return torch_group.run_steps(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels)
-    return torch_backend.run_steps(x_seq, v, count, mask, theta, signed, neg_rule, record_v)
-
-
-def _cupy_check():
-    """CuPy, a GPU, CuPy built for torch's CUDA major version, NVRTC loadable (see
-    :func:`sjconv.neurons.cupy_backend.check_environment`): checked when a node is built."""
-    from .cupy_backend import check_environment
-
-    check_environment()
+    if kind.levels is not None:
+        out, v, count, v_seq = torch_group.run_steps(x_seq, state.v, state.count, state.mask, kind.theta,
+                                                     kind.signed, kind.neg_rule, record_v, kind.levels)
+    else:
+        out, v, count, v_seq = torch_backend.run_steps(x_seq, state.v, state.count, state.mask, kind.theta,
+                                                       kind.signed, kind.neg_rule, record_v)
+    return out, state._replace(v=v, count=count), v_seq
 
 
-def _cupy_run(x_seq, v, count, mask, theta, signed, neg_rule, record_v, levels=None):
+def _cupy_run(x_seq, state: NeuronState, kind: NeuronKind, record_v: bool):
     """One fused CuPy launch for all steps; with ``record_v``, one launch per step (to read v)."""
-    from .cupy_backend import multi_step
+    def launch(x, v, count):
+        return cupy_backend.multi_step(x, v, count, state.mask, kind.theta, kind.signed, kind.snm, kind.levels)
 
-    snm = neg_rule == "snm"
     if not record_v:
-        out, v, count = multi_step(x_seq, v, count, mask, theta, signed, snm, levels)
-        return out, v, count, None
+        out, v, count = launch(x_seq, state.v, state.count)
+        return out, state._replace(v=v, count=count), None
     outs, v_steps = [], []
+    v, count = state.v, state.count
     for t in range(x_seq.shape[0]):
-        out, v, count = multi_step(x_seq[t:t + 1], v, count, mask, theta, signed, snm, levels)
+        out, v, count = launch(x_seq[t:t + 1], v, count)
         outs.append(out)
         v_steps.append(v)
-    return torch.cat(outs), v, count, torch.stack(v_steps)
+    return torch.cat(outs), state._replace(v=v, count=count), torch.stack(v_steps)
 
 
 #: the code of every backend of the catalog: name -> (check, run)
 _CODE = {
     "torch": (lambda: None, _torch_run),
-    "cupy": (_cupy_check, _cupy_run),
+    "cupy": (lambda: cupy_backend.check_environment(), _cupy_run),
 }
 
 #: every backend, by name (:data:`sjconv.catalog.BACKEND_TABLE` with its code)

@@ -61,8 +61,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError
-from . import rules
+from ...errors import ConfigError
+from .. import rules
+from .launch import fills_storage, storage_view
 
 #: input dtypes the in-place loop handles (the state is float32 for all of them)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -105,22 +106,6 @@ BLOCK = 1 << 18
 BLOCK_DEVICES = ("cpu",)
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill ``numel`` consecutive storage slots (any dim order,
-    e.g. contiguous or channels_last; no gaps, no overlap)."""
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """A dense tensor as a 1-D view of its storage, in memory order."""
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
 def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     T = x_seq.shape[0]
     out = torch.empty_like(x_seq)  # as the reference: same dtype and strides as the input
@@ -142,11 +127,11 @@ def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
     vs = list(v_seq.unbind(0)) if record_v else None
     n = vw.numel()
-    if n > BLOCK and vw.device.type in BLOCK_DEVICES and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
+    if n > BLOCK and vw.device.type in BLOCK_DEVICES and fills_storage(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
         # same strides everywhere: the k-th storage slot of every tensor is the same neuron
-        flat = {k: _flat(t) for k, t in state.items()}
-        xs, outs = [_flat(t) for t in xs], [_flat(t) for t in outs]
-        vs = [_flat(t) for t in vs] if record_v else None
+        flat = {k: storage_view(t) for k, t in state.items()}
+        xs, outs = [storage_view(t) for t in xs], [storage_view(t) for t in outs]
+        vs = [storage_view(t) for t in vs] if record_v else None
         for a in range(0, n, BLOCK):
             part = slice(a, min(n, a + BLOCK))
             _steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if record_v else None,

@@ -29,8 +29,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..errors import BackendUnavailableError
-from . import rules
+from ...errors import BackendUnavailableError
+from .. import rules
 
 PROBE_STEPS = 24
 PROBE_NEURONS = 3 * 256 + 77
@@ -111,7 +111,7 @@ def mismatches(run: Callable, device, dtype, variants: Iterable) -> list:
     variants = [v for v in variants if len(v) == 3]
     for theta, x_seq in probes(device, dtype):
         for signed, masked, snm in variants:
-            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / 2, device=device)
+            v0 = torch.full((PROBE_NEURONS,), rules.start_potential(theta, signed, "snm" if snm else "qcfs"), device=device)
             c0 = torch.zeros(PROBE_NEURONS, device=device)
             m = mask if masked else None
             got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm)
@@ -129,7 +129,8 @@ def _group_mismatches(run: Callable, device, dtype, variants, mask) -> list:
     found = []
     for signed, masked, snm, levels in variants:
         for theta, x_seq in group_probes(device, dtype, levels):
-            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / levels / 2, device=device)
+            v0 = torch.full((PROBE_NEURONS,), rules.start_potential(theta, signed, "snm" if snm else "qcfs", levels),
+                            device=device)
             c0 = torch.zeros(PROBE_NEURONS, device=device)
             m = mask if masked else None
             got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm, levels=levels)
