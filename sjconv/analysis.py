@@ -4,8 +4,8 @@ For a batch of images, a method and a number of main-run steps T, :func:`analyze
 neuron layer (every QCFS module of the ANN and the spiking node at the same path of the SNN):
 
 - firing rate: nonzero outputs (spike events) per neuron per step, split into positive and negative
-  spikes; a group neuron's event carries k units (docs/methods.md §14), counted apart;
-- the unevenness-error case fractions of docs/methods.md §7, comparing the ANN's QCFS activation ``a``
+  spikes; a group neuron's event carries k units (docs/methods.md#group-neuron), counted apart;
+- the unevenness-error case fractions of docs/protocols.md#unevenness-statistics, comparing the ANN's QCFS activation ``a``
   with the SNN's mean output ``φ(T) = (1/T) Σ_t out[t]``;
 - the relative error ``‖φ(T) − a‖ / ‖a‖`` over the whole batch;
 
@@ -43,7 +43,7 @@ E_AC_PJ = 0.9
 #: energy of one multiply-accumulate, pJ (45 nm, 32-bit float)
 E_MAC_PJ = 4.6
 
-#: case names of docs/methods.md §7 (plus ``a0_below`` so that the fractions sum to 1)
+#: case names of docs/protocols.md#unevenness-statistics (plus ``a0_below`` so that the fractions sum to 1)
 CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
 
 _SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)
@@ -350,7 +350,7 @@ def _cases(a: torch.Tensor, phi: torch.Tensor, tol: float) -> Dict[str, float]:
 # ---------------------------------------------------------------------------- public
 def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
             chunk: Optional[int] = None, rtol: float = 1e-6, atol: float = 1e-12) -> dict:
-    """Firing rates, §7 case fractions, relative errors and operation counts of ``snn`` (converted
+    """Firing rates, docs/protocols.md#unevenness-statistics case fractions, relative errors and operation counts of ``snn`` (converted
     from ``ann``) on ``images`` after ``T`` main-run steps. Returns a JSON-serialisable dict.
 
     :param tau: SRP pre-run steps (default: the network's own); pre-run outputs are excluded from
@@ -364,7 +364,7 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
     Per neuron layer (``layers``): ``name`` (module path), ``theta``, ``neurons`` (per sample),
     ``rate``/``rate_pos``/``rate_neg`` (nonzero, positive, negative outputs per neuron per step),
     ``spikes_per_image`` (spike events), ``units_per_image`` (the units they carry: k for a group
-    neuron's event of value k·q, docs/methods.md §14; equal to the events otherwise), ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
+    neuron's event of value k·q, docs/methods.md#group-neuron; equal to the events otherwise), ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
     (a=0, φ>a), ``a0_below``, ``apos_exact``, ``case2`` (a>0, φ>a), ``case3`` (a>0, φ<a), summing to
     1, and totals ``a_zero``, ``a_pos``), ``rel_error`` (None when ‖a‖ = 0).
 

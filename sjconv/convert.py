@@ -161,7 +161,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
     :param levels: members m of each group neuron (``'gn'``, ``'gn+neg'``); None: each QCFS layer's own
-        L, so that the SNN at T = 1 is the ANN (docs/methods.md §14); refused for other methods
+        L, so that the SNN at T = 1 is the ANN (docs/methods.md#group-neuron); refused for other methods
     :param layout: how multi-step mode runs the model (:mod:`sjconv.neurons.fold`): ``'auto'``
         (``'layers'`` when the model's forward allows it, else ``'folded'``), ``'layers'`` (refused,
         naming the line, when the forward needs folding) or ``'folded'``

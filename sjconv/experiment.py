@@ -74,7 +74,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     Accuracies are computed from integer counts. With ``reduce`` (e.g.
     :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
     and the counts of all shards are summed before dividing, so K processes give exactly the
-    single-process figures (docs/methods.md §11).
+    single-process figures (docs/protocols.md#counting).
     """
     reduce = reduce or _single_process
     check_levels(levels)

@@ -1,4 +1,4 @@
-"""Fine-tuning a converted SNN in SNN mode (docs/methods.md §8, §10), and back to the ANN's layout.
+"""Fine-tuning a converted SNN in SNN mode (docs/methods.md#training, docs/protocols.md#fine-tuning), and back to the ANN's layout.
 
 BPTT in multi-step mode: each batch runs the converted network for T steps on the static images
 (after its pre-run, if any, which runs without gradients from the current weights), the loss is
@@ -31,7 +31,7 @@ LOSSES, OPTIMIZERS = catalog.LOSSES, catalog.OPTIMIZERS
 
 
 def tet_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, means: float = 1.0) -> torch.Tensor:
-    """TET (Deng et al., 2022; docs/methods.md §8) on per-step logits ``[T, N, C]``:
+    """TET (Deng et al., 2022; docs/methods.md#training) on per-step logits ``[T, N, C]``:
     ``(1 - λ) · mean_t CE(o_t, y) + λ · MSE(o, φ)`` with φ = ``means``. λ = 0 is the mean CE."""
     steps = logits.shape[0]
     ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat(steps))   # = mean over t of CE(o_t, y)

@@ -1,7 +1,7 @@
 """Running converted networks: per-step logits and accuracy after every T in one pass.
 
 The network output at step t is that step's logits; the prediction after t steps is the
-argmax of the mean (equivalently the sum) of the logits of steps 1..t (docs/methods.md §2), so one
+argmax of the mean (equivalently the sum) of the logits of steps 1..t (docs/methods.md#if-neuron), so one
 run of T_max steps yields the accuracy of every T <= T_max. The static image is fed at every
 step. For networks with a pre-run (SRP, COS), ``tau`` pre-run steps come first and are not
 counted in T; the nodes carry the method and its ``tau``, so any wrapper of them runs the same.
@@ -11,7 +11,7 @@ step (memory independent of T); ``'m'`` folds T into the batch, optionally in ch
 ``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
 chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
 (N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
-spikes are identical): docs/methods.md §13.
+spikes are identical): docs/protocols.md#bit-identity.
 
 Every function here runs the network in eval mode and gives each module its own train/eval mode
 back afterwards, and checks its arguments first (:mod:`sjconv.guards`): the network must hold
@@ -126,7 +126,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
                   memory_budget=None, info: Optional[Dict] = None) -> Tuple[Dict[int, int], int]:
     """What :func:`evaluate` measures, as integers: ``({T: correct predictions}, images)``.
 
-    Counts, unlike percentages, add up exactly across data shards (docs/methods.md §11); an empty
+    Counts, unlike percentages, add up exactly across data shards (docs/protocols.md#counting); an empty
     loader gives zero counts.
 
     :param info: a dict that receives ``chunk_used``, the time steps per network call that the

@@ -198,7 +198,7 @@ def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remember
 @pytest.mark.parametrize("levels", [1, 4, 8])
 @pytest.mark.parametrize("mode", ["m", "s"])
 def test_group_neurons_bit_identical_to_torch(signed, neg_rule, dtype, levels, mode):
-    """gn / gn+neg (docs/methods.md §14) on the fused kernel, in both step modes and split calls."""
+    """gn / gn+neg (docs/methods.md#group-neuron) on the fused kernel, in both step modes and split calls."""
     pytest.importorskip("cupy")
     torch.manual_seed(0)
     x = (torch.randn(12, 3, 37, 41, device="cuda") * 0.8).to(dtype)

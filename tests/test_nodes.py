@@ -1,4 +1,4 @@
-"""Neuron nodes against hand-computed sequences and a plain reference loop (docs/methods.md §2-§4)."""
+"""Neuron nodes against hand-computed sequences and a plain reference loop (docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp)."""
 
 import sys
 

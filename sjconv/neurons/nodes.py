@@ -1,8 +1,8 @@
 """SpikingJelly 2.0 neuron nodes for converted QCFS networks.
 
 All nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
-``signed`` (negative spikes, docs/methods.md §3) and ``prerun`` (what a pre-run phase derives per
-neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential, §9; see
+``signed`` (negative spikes, docs/methods.md#signed-neuron) and ``prerun`` (what a pre-run phase derives per
+neuron: ``'srp'`` an output mask, docs/methods.md#srp; ``'cos'`` a calibrated initial potential, docs/methods.md#cos; see
 :mod:`sjconv.neurons.protocol`).
 
 - :class:`ConvertedIFNode`  -- half-threshold IF (v0 = θ/2, soft reset, output θ·spike)
@@ -11,7 +11,7 @@ neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential,
 - :class:`SRPSignedIFNode`  -- both
 - :class:`COSIFNode`        -- IF restarted from COS-calibrated initial potentials
 - :class:`COSSignedIFNode`  -- signed IF restarted from COS-calibrated potentials
-- :class:`GroupNode`        -- group neuron: m members sharing one potential, multi-level spikes (§14)
+- :class:`GroupNode`        -- group neuron: m members sharing one potential, multi-level spikes (docs/methods.md#group-neuron)
 - :class:`SignedGroupNode`  -- group neuron that also takes back units with negative ones
 
 They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transition is
@@ -34,11 +34,13 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .. import catalog
 from ..catalog import check_levels, check_neg_rule
 from ..errors import ConfigError
 from ..catalog import PRERUNS, prerun_kind
 from . import dynamics, rules
 from .kernels import check_backend
+from .modes import MULTI, SINGLE
 from .records import NeuronKind, NeuronState
 
 __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
@@ -68,9 +70,9 @@ class SpikingNode(BaseNode):
 
     :param v_threshold: θ, taken from the QCFS layer (a Python float or a 1-element tensor);
         stored as the buffer ``theta``, in the tensor's dtype (float32 for a Python float)
-    :param signed: emit negative spikes that take back earlier positive ones (§3)
+    :param signed: emit negative spikes that take back earlier positive ones (docs/methods.md#signed-neuron)
     :param prerun: ``None``, ``'srp'`` (outputs multiplied by the mask set at the end of the
-        pre-run, §4) or ``'cos'`` (main run restarted from calibrated potentials, §9)
+        pre-run, docs/methods.md#srp) or ``'cos'`` (main run restarted from calibrated potentials, docs/methods.md#cos)
     :param prerun_steps: length of the pre-run (τ for SRP, ρ for COS); default from
         :data:`sjconv.catalog.PRERUNS`; 0 without a pre-run
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
@@ -81,17 +83,17 @@ class SpikingNode(BaseNode):
         are needed (default: the ZIF triangle, γ = 1, :func:`rules.zif`); any
         ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
     :param levels: None for the IF kinds; an int m >= 1 makes the node a group neuron of m members
-        (docs/methods.md §14: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
+        (docs/methods.md#group-neuron: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
         k units in 0..m, or -m..m when ``signed``); group neurons take no pre-run
 
-    Training (docs/methods.md §10): with the torch backend, a run under grad mode whose input or θ
+    Training (docs/protocols.md#fine-tuning): with the torch backend, a run under grad mode whose input or θ
     requires grad goes through :func:`rules.run_surrogate_steps` (same spikes, surrogate
     gradients; θ gets both the firing-condition and the amplitude path, the reset is in the
     graph, the start potential θ/2 is a constant). :meth:`learnable_threshold` makes θ a parameter.
     """
 
     def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
-                 prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
+                 prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = SINGLE,
                  backend: str = "torch", store_v_seq: bool = False,
                  surrogate_function=None, levels: Optional[int] = None):
         theta = _theta_of(v_threshold)
@@ -183,8 +185,14 @@ class SpikingNode(BaseNode):
         return dynamics.Surrogate(self.theta, self.surrogate_function)
 
     @property
+    def kind_key(self) -> tuple:
+        """This node's kind as the method table names it: ``(signed, prerun, group)``
+        (:attr:`sjconv.catalog.MethodSpec.kind`)."""
+        return (self.signed, self.prerun, self.group)
+
+    @property
     def group(self) -> bool:
-        """Whether this is a group neuron (§14, ``levels`` members)."""
+        """Whether this is a group neuron (docs/methods.md#group-neuron, ``levels`` members)."""
         return self.levels is not None
 
     def _refresh_start_value(self):
@@ -199,12 +207,12 @@ class SpikingNode(BaseNode):
 
     @property
     def srp(self) -> bool:
-        """Whether outputs are masked by an SRP pre-run (§4)."""
+        """Whether outputs are masked by an SRP pre-run (docs/methods.md#srp)."""
         return self.prerun == "srp"
 
     @property
     def cos(self) -> bool:
-        """Whether the main run restarts from COS-calibrated potentials (§9)."""
+        """Whether the main run restarts from COS-calibrated potentials (docs/methods.md#cos)."""
         return self.prerun == "cos"
 
     # ----------------------------------------------------------------- states
@@ -224,7 +232,7 @@ class SpikingNode(BaseNode):
         dtype of the input (:func:`rules.state_dtype`: float64 for float64, else float32): ``v``
         starts at :attr:`v_init` (from the current θ), ``count`` at 0. State carried from the
         last call keeps its values."""
-        x = inputs[0][0] if step_mode == "m" else inputs[0]
+        x = inputs[0][0] if step_mode == MULTI else inputs[0]
         v, count, mask = self._split(states)
         dtype = rules.state_dtype(x.dtype)
 
@@ -274,7 +282,7 @@ class SpikingNode(BaseNode):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back
         to BaseNode's generic per-step path (which would bypass a fused kernel). During a COS
         pre-run the call first calibrates the layer on its own input (:meth:`_calibrate`)."""
-        states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        states = self.materialize_states((x_seq,), tuple(self._memories.values()), MULTI)
         if self._in_prerun and self.cos:
             states = self._calibrate(x_seq, states)
         out, states, v_seq = self._run_sequence(x_seq, states, record_v=self.store_v_seq)
@@ -286,7 +294,7 @@ class SpikingNode(BaseNode):
 
     # --------------------------------------------------------------- pre-run
     def _calibrate(self, x_seq, states):
-        """COS (§9): pre-simulate this call's steps from v0 = θ/2 with the plain IF rule, keep the
+        """COS (docs/methods.md#cos): pre-simulate this call's steps from v0 = θ/2 with the plain IF rule, keep the
         calibrated initial potentials, and return the states to run the same steps from them
         (their outputs are the next layer's calibration input)."""
         if self._cos_v0 is not None:
@@ -335,7 +343,7 @@ class _FixedNode(SpikingNode):
     SIGNED = False
     PRERUN: Optional[str] = None
 
-    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False,
+    def __init__(self, v_threshold, neg_rule="qcfs", step_mode=SINGLE, backend="torch", store_v_seq=False,
                  prerun_steps=None, surrogate_function=None):
         super().__init__(v_threshold, signed=self.SIGNED, prerun=self.PRERUN, prerun_steps=prerun_steps,
                          neg_rule=neg_rule, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq,
@@ -343,48 +351,48 @@ class _FixedNode(SpikingNode):
 
 
 class ConvertedIFNode(_FixedNode):
-    """Half-threshold IF neuron of a converted QCFS layer (docs/methods.md §2)."""
+    """Half-threshold IF neuron of a converted QCFS layer (docs/methods.md#if-neuron)."""
 
 
 class SignedIFNode(_FixedNode):
-    """Signed IF ("NegSpike", docs/methods.md §3); ``neg_rule='snm'`` gives the SNM variant."""
+    """Signed IF ("NegSpike", docs/methods.md#signed-neuron); ``neg_rule='snm'`` gives the SNM variant."""
 
     SIGNED = True
 
 
 class SRPIFNode(_FixedNode):
-    """IF neuron with the SRP output mask (docs/methods.md §4)."""
+    """IF neuron with the SRP output mask (docs/methods.md#srp)."""
 
     PRERUN = "srp"
 
 
 class SRPSignedIFNode(_FixedNode):
-    """Signed IF neuron with the SRP mask on both signs (docs/methods.md §4, SRP + NegSpike)."""
+    """Signed IF neuron with the SRP mask on both signs (docs/methods.md#srp, SRP + NegSpike)."""
 
     SIGNED = True
     PRERUN = "srp"
 
 
 class COSIFNode(_FixedNode):
-    """IF neuron whose main run starts from COS-calibrated potentials (docs/methods.md §9)."""
+    """IF neuron whose main run starts from COS-calibrated potentials (docs/methods.md#cos)."""
 
     PRERUN = "cos"
 
 
 class COSSignedIFNode(_FixedNode):
-    """Signed IF (§3) started from COS potentials calibrated with the plain IF rule (§9)."""
+    """Signed IF (docs/methods.md#signed-neuron) started from COS potentials calibrated with the plain IF rule (docs/methods.md#cos)."""
 
     SIGNED = True
     PRERUN = "cos"
 
 
 class _GroupNode(SpikingNode):
-    """A group neuron whose signedness is fixed by its class (docs/methods.md §14); no pre-run."""
+    """A group neuron whose signedness is fixed by its class (docs/methods.md#group-neuron); no pre-run."""
 
     SIGNED = False
     PRERUN: Optional[str] = None
 
-    def __init__(self, v_threshold, levels: int = 4, neg_rule="qcfs", step_mode="s", backend="torch",
+    def __init__(self, v_threshold, levels: int = 4, neg_rule="qcfs", step_mode=SINGLE, backend="torch",
                  store_v_seq=False, surrogate_function=None):
         super().__init__(v_threshold, signed=self.SIGNED, levels=levels, neg_rule=neg_rule, step_mode=step_mode,
                          backend=backend, store_v_seq=store_v_seq, surrogate_function=surrogate_function)
@@ -392,11 +400,11 @@ class _GroupNode(SpikingNode):
 
 class GroupNode(_GroupNode):
     """Group neuron ("GN", Lyu et al., ICASSP 2024): m members with thresholds q, 2q, ..., mq
-    (q = θ/m) share one potential; a step sends k·q, k the members at or above threshold (§14)."""
+    (q = θ/m) share one potential; a step sends k·q, k the members at or above threshold (docs/methods.md#group-neuron)."""
 
 
 class SignedGroupNode(_GroupNode):
-    """Group neuron with negative units ("GN + Neg", §14): takes back up to m earlier units."""
+    """Group neuron with negative units ("GN + Neg", docs/methods.md#group-neuron): takes back up to m earlier units."""
 
     SIGNED = True
 
@@ -408,3 +416,9 @@ GROUP_NODE_CLASSES = {cls.SIGNED: cls for cls in (GroupNode, SignedGroupNode)}
 NODE_CLASSES = {(cls.SIGNED, cls.PRERUN): cls for cls in (ConvertedIFNode, SignedIFNode, SRPIFNode,
                                                           SRPSignedIFNode, COSIFNode, COSSignedIFNode)}
 assert set(p for _, p in NODE_CLASSES) == {None, *PRERUNS}
+
+# the node class of every node kind, attached to the method records of the catalog (MethodSpec.node)
+for _cls in NODE_CLASSES.values():
+    catalog.attach("node", (_cls.SIGNED, _cls.PRERUN, False), _cls)
+for _cls in GROUP_NODE_CLASSES.values():
+    catalog.attach("node", (_cls.SIGNED, None, True), _cls)

@@ -1,4 +1,4 @@
-"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md §2-§4, §14).
+"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp, docs/methods.md#group-neuron).
 
 Each thread owns one neuron: it loads ``v`` (and the signed count, and the SRP mask) once,
 keeps them in registers for all T steps, reads every input once, writes every output once and
@@ -23,7 +23,7 @@ torch backend.
 - inference only: inputs that require grad are refused (the kernel has no backward).
 - self-checked: the first launch for a device and dtype is preceded by a bit-exact comparison of
   every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernels.kernel_check`).
-- group neurons (§14): ``sjconv_group_neuron`` takes the unit q (θ/m rounded to float32) and the
+- group neurons (docs/methods.md#group-neuron): ``sjconv_group_neuron`` takes the unit q (θ/m rounded to float32) and the
   member count m as arguments; member j's threshold is ``j·q`` rounded once to float32, as in the
   rules, and the members are counted up from the lowest (thresholds never decrease with j, so the
   members that fire are always the first k).
@@ -68,7 +68,7 @@ def _flags():
                 yield signed, masked, snm
 
 
-#: the kernel templates: the IF kinds, and the group neurons (§14)
+#: the kernel templates: the IF kinds, and the group neurons (docs/methods.md#group-neuron)
 _KERNELS = {False: "sjconv_neuron", True: "sjconv_group_neuron"}
 
 
@@ -78,7 +78,7 @@ def _name(fmt, signed, masked, snm, kernel="sjconv_neuron"):
 
 
 def group_kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> str:
-    """The group-neuron kernel (§14) of one dtype and flag combination."""
+    """The group-neuron kernel (docs/methods.md#group-neuron) of one dtype and flag combination."""
     return _name(_FORMATS[dtype], signed, masked, snm, kernel=_KERNELS[True])
 
 
@@ -235,7 +235,7 @@ def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> st
 
 def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
     """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``; ``levels``: the
-    members of a group neuron (§14; None: the IF kinds).
+    members of a group neuron (docs/methods.md#group-neuron; None: the IF kinds).
 
     ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
     arguments are not modified), ``mask`` a bool tensor or None. The first call for a device and

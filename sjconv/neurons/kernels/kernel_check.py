@@ -19,7 +19,7 @@ The probes:
   [1, -1], a flushing kernel [1, 0]; the probe starts with exactly that);
 - a size that is not a multiple of the block size, an SRP mask, and every run split into two
   calls, so the initial state is read and the final state written back;
-- group neurons (variants ``(signed, masked, snm, levels)``, docs/methods.md §14): a grid of q/2
+- group neurons (variants ``(signed, masked, snm, levels)``, docs/methods.md#group-neuron): a grid of q/2
   (q = θ/m a power of two) on which the potential lands exactly on member thresholds j·q, on 0 and
   on -j·q; noise with q halfway between two values of the dtype (outputs round at a tie); noise
   with θ = 0.7, whose thresholds j·q are rounded products; for m = 1 (the IF neuron), 3 and 8.

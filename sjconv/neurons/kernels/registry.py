@@ -6,14 +6,11 @@ A backend runs all steps of one neuron layer call: ``run(x_seq, state, kind, rec
 mask; the kind: signed, negative rule, θ, levels), with the conventions of
 :func:`sjconv.neurons.rules.run_steps` (which every backend must match bit for bit). Its name,
 flags and summary are a :class:`~sjconv.catalog.BackendSpec` in :mod:`sjconv.catalog` (readable
-without torch); this module attaches its ``check`` and ``run``. Adding a backend is one record
+without torch); this module attaches its ``check`` and ``run`` to that record. Adding a backend is one record
 there and its code in this folder; a fused one reuses :func:`sjconv.neurons.kernels.launch.prepare`
 (the launch layout) and :func:`sjconv.neurons.kernels.kernel_check.ensure_verified` (the bit-exact
 self-check against the rules before its first launch).
 """
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -21,16 +18,6 @@ from ... import catalog
 from ...errors import ConfigError
 from ..records import NeuronKind, NeuronState
 from . import cupy_backend, torch_backend, torch_group
-
-
-@dataclass(frozen=True)
-class Backend(catalog.BackendSpec):
-    """One neuron backend: its record in the catalog and its code."""
-
-    #: ``check()`` raises :class:`BackendUnavailableError` (with the fix) if unusable here
-    check: Callable[[], None]
-    #: ``run(x_seq, state, kind, record_v) -> (out, state, v_seq)``
-    run: Callable
 
 
 def _torch_run(x_seq, state: NeuronState, kind: NeuronKind, record_v: bool):
@@ -68,15 +55,21 @@ _CODE = {
     "cupy": (lambda: cupy_backend.check_environment(), _cupy_run),
 }
 
-#: every backend, by name (:data:`sjconv.catalog.BACKEND_TABLE` with its code)
-BACKEND_TABLE = {name: catalog.extend(spec, Backend, check=_CODE[name][0], run=_CODE[name][1])
-                 for name, spec in catalog.BACKEND_TABLE.items()}
+assert set(_CODE) == set(catalog.BACKEND_TABLE), "every backend of the catalog has its code here"
+for _name, (_check, _run) in _CODE.items():
+    catalog.attach("check", _name, _check)
+    catalog.attach("run", _name, _run)
+
+#: every backend, by name: the records of :data:`sjconv.catalog.BACKEND_TABLE`, with their code attached
+BACKEND_TABLE = catalog.BACKEND_TABLE
+#: a backend's record
+Backend = catalog.BackendSpec
 
 #: backend names, in table order
 BACKENDS = catalog.BACKENDS
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str) -> catalog.BackendSpec:
     """The record of backend ``name`` (unknown: :class:`ConfigError`)."""
     try:
         return BACKEND_TABLE[name]

@@ -13,24 +13,20 @@ Two further choices make it fast on the CPU:
   five buffers, which at 1M neurons no longer fit). The operations per element are unchanged.
   On the CPU only: on a GPU every operation is a kernel launch, and blocks would multiply the
   launches (a signed [64, 4M] layer: 8192 launches instead of 512) for no cache benefit.
-- 0/1 flags in float32, not bool: bool comparisons and bool masks are much slower on the CPU
-  (figures below).
+- 0/1 flags in float32, not bool: on the CPU, comparisons writing bool or uint8, masked writes
+  with a bool mask (``torch.where``, ``masked_fill_``) and mixed float32/int8 operands are several
+  times slower than float32 operations, so every buffer is float32.
 
-What this costs: every torch operation is one pass over the block, and on the CPU a pass costs
-about the same whatever the operation (a float32 ``add_``, ``ge`` into a float32 flag, ``maximum``,
-``sub_`` or ``mul``: 0.1-0.15 ns per neuron on one core of the CI machine), while comparisons
-writing bool or uint8 cost 4-9 times more, ``torch.where``/``masked_fill_`` with a bool mask 10-30
-times and mixed float32/int8 operands 1.5-2 times, so every buffer is float32. The IF kinds need
-4 passes per step (add, compare, reset, output), the least any loop of torch operations can do,
-and run at about the speed of the minimal in-place loop of ``benchmarks/neuron_kernels.py``. A
-signed kind takes 8: the same 4, the count update, and 3 for the negative spike (``v < 0``,
-``count > 0``, their product taken off ``s``): each operation gives one value per neuron, the
-spike is a three-way function of two thresholds and the count, and no exact formulation with
-fewer passes was found. Folding the two tests into ``max(v, -count) < 0`` keeps 3 passes
-(``maximum``, ``lt``, ``sub_``) and was about 7% faster in a trial, not worth a second count
-convention (negated, and scaled for SNM). So the signed kinds stay at about 1.6-2x the minimal
-loop on the CPU; only a fused kernel (the ``cupy`` backend on the GPU: one pass for all T steps)
-does better.
+What this costs: each torch operation is one pass over the block, and on the CPU a pass costs
+about the same whatever the float32 operation, so the number of passes per step is the cost. The
+IF kinds need 4 (add, compare, reset, output), the least any loop of torch operations can do, and
+run at about the speed of the minimal in-place loop of ``benchmarks/neuron_kernels.py`` (which
+measures both on the machine at hand). A signed kind takes 8: the same 4, the count update, and 3
+for the negative spike (``v < 0``, ``count > 0``, their product taken off ``s``): each operation
+gives one value per neuron, the spike is a three-way function of two thresholds and the count,
+and no exact formulation with fewer passes was found (folding the two tests into
+``max(v, -count) < 0`` keeps 3 passes and would need a second count convention). Only a fused
+kernel (the ``cupy`` backend on the GPU: one pass for all T steps) does better.
 
 It is for inference: nothing is recorded for autograd, and an input that needs a gradient is
 refused (use the reference loop to train). Callers pick it when

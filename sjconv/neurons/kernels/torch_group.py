@@ -1,4 +1,4 @@
-"""In-place torch loop for group neurons (docs/methods.md §14): :func:`sjconv.neurons.rules.group_step`
+"""In-place torch loop for group neurons (docs/methods.md#group-neuron): :func:`sjconv.neurons.rules.group_step`
 bit for bit, on buffers allocated once per call, as :mod:`sjconv.neurons.kernels.torch_backend` does for
 the IF kinds (same blocks of neurons, same 0/1 flags in float32, same return convention).
 
