@@ -33,32 +33,41 @@ class Surrogate(NamedTuple):
 
 def needs_grad(x: torch.Tensor, backend: str, surrogate: Optional[Surrogate]) -> bool:
     """Whether this call must be differentiable; then only a trainable backend may run it."""
-    if not torch.is_grad_enabled():
+    return _needs_grad(x, get_backend(backend), surrogate)
+
+
+def _needs_grad(x, spec, surrogate) -> bool:
+    if surrogate is None or not torch.is_grad_enabled():
         return False
-    if not (x.requires_grad or (surrogate is not None and surrogate.theta.requires_grad)):
+    if not (x.requires_grad or surrogate.theta.requires_grad):
         return False
-    if not get_backend(backend).trainable:
-        raise BackendUnavailableError(f"backend='{backend}' is inference-only (no backward): train "
+    if not spec.trainable:
+        raise BackendUnavailableError(f"backend='{spec.name}' is inference-only (no backward): train "
                                       "(fine-tune) with backend='torch', or run under torch.no_grad()")
     return True
+
+
+def _run(x_seq, state, kind, spec, record_v, surrogate):
+    if _needs_grad(x_seq, spec, surrogate):
+        out, v, count = rules.run_surrogate_steps(x_seq, state.v, state.count, state.mask, surrogate.theta,
+                                                  kind.signed, kind.neg_rule, surrogate.function, kind.levels)
+        return out, state._replace(v=v, count=count), None
+    return spec.run(x_seq, state, kind, record_v)
 
 
 def run_sequence(x_seq: torch.Tensor, state: NeuronState, kind: NeuronKind, backend: str,
                  record_v: bool = False, surrogate: Optional[Surrogate] = None):
     """All T steps of ``x_seq`` [T, ...]: ``(out, state, v_seq)``, ``v_seq`` the potential after
     every step with ``record_v`` (None on the differentiable path, which records nothing)."""
-    if surrogate is not None and needs_grad(x_seq, backend, surrogate):
-        out, v, count = rules.run_surrogate_steps(x_seq, state.v, state.count, state.mask, surrogate.theta,
-                                                  kind.signed, kind.neg_rule, surrogate.function, kind.levels)
-        return out, state._replace(v=v, count=count), None
-    return get_backend(backend).run(x_seq, state, kind, record_v)
+    return _run(x_seq, state, kind, get_backend(backend), record_v, surrogate)
 
 
 def step(x: torch.Tensor, state: NeuronState, kind: NeuronKind, backend: str,
          surrogate: Optional[Surrogate] = None):
     """One step of ``x`` [N, ...]: ``(out, state)``."""
-    if get_backend(backend).fused or (surrogate is not None and needs_grad(x, backend, surrogate)):
-        out, state, _ = run_sequence(x.unsqueeze(0), state, kind, backend, False, surrogate)
+    spec = get_backend(backend)
+    if spec.fused or _needs_grad(x, spec, surrogate):
+        out, state, _ = _run(x.unsqueeze(0), state, kind, spec, False, surrogate)
         return out[0], state
     out, v, count = rules.step(x, state.v, state.count, state.mask, kind.theta, kind.signed, kind.neg_rule,
                                kind.levels)

@@ -122,19 +122,28 @@ def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
         state["positive"] = torch.empty_like(vw)               # count > 0
     xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
     vs = list(v_seq.unbind(0)) if record_v else None
-    n = vw.numel()
-    if n > BLOCK and vw.device.type in BLOCK_DEVICES and fills_storage(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
-        # same strides everywhere: the k-th storage slot of every tensor is the same neuron
+    run_blocked(_steps, xs, outs, vs, state, theta, signed, neg_rule)
+    return out, vw, (state["count"] if signed else count), v_seq
+
+
+def run_blocked(steps, xs, outs, vs, state, *args) -> None:
+    """``steps(xs, outs, vs, state, *args)`` on a whole layer (``xs``/``outs``/``vs``: one tensor per
+    step; ``state``: the buffers, ``state['v']`` among them), in blocks of :data:`BLOCK` neurons
+    when the layer is larger, on a device of :data:`BLOCK_DEVICES`, and every tensor has the dense
+    strides of ``v`` (then the k-th storage slot of every tensor is the same neuron); else in one."""
+    v = state["v"]
+    n = v.numel()
+    if n > BLOCK and v.device.type in BLOCK_DEVICES and fills_storage(v) and \
+            all(t.stride() == v.stride() for t in xs + outs + (vs or [])):
         flat = {k: storage_view(t) for k, t in state.items()}
         xs, outs = [storage_view(t) for t in xs], [storage_view(t) for t in outs]
-        vs = [storage_view(t) for t in vs] if record_v else None
+        vs = [storage_view(t) for t in vs] if vs is not None else None
         for a in range(0, n, BLOCK):
             part = slice(a, min(n, a + BLOCK))
-            _steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if record_v else None,
-                   {k: t[part] for k, t in flat.items()}, theta, signed, neg_rule)
+            steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if vs is not None else None,
+                  {k: t[part] for k, t in flat.items()}, *args)
     else:
-        _steps(xs, outs, vs, state, theta, signed, neg_rule)
-    return out, vw, (state["count"] if signed else count), v_seq
+        steps(xs, outs, vs, state, *args)
 
 
 def _steps(xs, outs, vs, state, theta, signed, neg_rule):

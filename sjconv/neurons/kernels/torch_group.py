@@ -18,8 +18,7 @@ from typing import Optional
 import torch
 
 from .. import rules
-from .launch import fills_storage, storage_view
-from .torch_backend import BLOCK, DTYPES
+from .torch_backend import DTYPES, run_blocked
 
 
 def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
@@ -46,18 +45,7 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
             state["allowed"] = torch.empty_like(vw)
         xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
         vs = list(v_seq.unbind(0)) if record_v else None
-        n = vw.numel()
-        args = (float(theta), int(levels), bool(signed), neg_rule)
-        if n > BLOCK and fills_storage(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
-            flat = {k: storage_view(t) for k, t in state.items()}
-            fx, fo = [storage_view(t) for t in xs], [storage_view(t) for t in outs]
-            fv = [storage_view(t) for t in vs] if record_v else None
-            for a in range(0, n, BLOCK):
-                part = slice(a, min(n, a + BLOCK))
-                _steps([x[part] for x in fx], [o[part] for o in fo], [u[part] for u in fv] if record_v else None,
-                       {k: t[part] for k, t in flat.items()}, *args)
-        else:
-            _steps(xs, outs, vs, state, *args)
+        run_blocked(_steps, xs, outs, vs, state, float(theta), int(levels), bool(signed), neg_rule)
         return out, vw, (state["count"] if signed else count), v_seq
 
 
