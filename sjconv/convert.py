@@ -192,5 +192,5 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         fold.install(net, reason)
     functional.set_step_mode(net, step_mode)
     functional.invalidate_reset_cache(net)
-    return ConvertedSNN(net, backend).eval()
+    return ConvertedSNN(net).eval()
 

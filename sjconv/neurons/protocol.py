@@ -48,12 +48,12 @@ __all__ = ["ConvertedSNN", "spiking_nodes", "prerun_nodes", "protocol_of", "leve
 class ConvertedSNN(nn.Module):
     """A converted network: ``net`` is the plain SpikingJelly network (use it directly in your
     own loops); ``forward`` is ``net.forward``, so ``functional.reset_net``/``set_step_mode`` and
-    monitors work on either object. ``method`` and ``tau`` are read from the nodes."""
+    monitors work on either object. ``method``, ``tau``, ``backend`` and ``levels`` are read from
+    the nodes, so they cannot disagree with what runs."""
 
-    def __init__(self, net: nn.Module, backend: str):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.backend = backend
 
     def forward(self, x):
         return self.net(x)
@@ -65,6 +65,12 @@ class ConvertedSNN(nn.Module):
     @property
     def tau(self) -> int:
         return protocol_of(self.net)[1]
+
+    @property
+    def backend(self) -> str:
+        """The backend of the nodes (``'mixed'`` when they differ, ``'none'`` without nodes)."""
+        found = {n.backend for n in spiking_nodes(self.net)}
+        return found.pop() if len(found) == 1 else ("mixed" if found else "none")
 
     @property
     def layout(self) -> str:
