@@ -9,7 +9,7 @@ and how often spikes differ between step modes.
 Sections (each recorded, a failing one does not stop the others):
 
 - ``versions``: GPU, driver, torch/CUDA/cuDNN, CuPy (its CUDA build, NVRTC), SpikingJelly, sjconv.
-- ``self_check``: :func:`sjconv.neurons.kernel_check.mismatches` of the cupy kernels per dtype
+- ``self_check``: :func:`sjconv.neurons.kernels.kernel_check.mismatches` of the cupy kernels per dtype
   (seconds include NVRTC compilation).
 - ``bandwidth``: an elementwise copy of a [T, N] tensor, the cupy kernel (IF and signed+SRP) and
   the torch backend and SpikingJelly's IFNode (IF), per dtype: ms, GB/s and share of the copy.
@@ -76,7 +76,7 @@ def versions(device) -> dict:
     try:
         import cupy
 
-        from sjconv.neurons.cupy_backend import cupy_cuda_major
+        from sjconv.neurons.kernels.cupy_backend import cupy_cuda_major
 
         info.update(cupy=cupy.__version__, cupy_cuda=cupy_cuda_major(cupy))
         info["nvrtc"] = ".".join(map(str, cupy.cuda.nvrtc.getVersion()))
@@ -89,7 +89,7 @@ def versions(device) -> dict:
 
 
 def self_check(device) -> list:
-    from sjconv.neurons import cupy_backend, kernel_check
+    from sjconv.neurons.kernels import cupy_backend, kernel_check
 
     rows = []
     for name, dtype in DTYPES.items():
@@ -119,7 +119,7 @@ def bandwidth(device, T, N, dtypes, repeat, warmup) -> list:
         rows.append({"dtype": name, "T": T, "N": N, "impl": "copy", "ms": copy, "GB_s": io / copy / 1e6,
                      "of_copy": 1.0})
         cases = [("sjconv cupy IF", SpikingNode(1.0, step_mode="m", backend="cupy"), None, 8),
-                 ("sjconv cupy srp+neg", SpikingNode(1.0, signed=True, srp=True, step_mode="m", backend="cupy"),
+                 ("sjconv cupy srp+neg", SpikingNode(1.0, signed=True, prerun="srp", step_mode="m", backend="cupy"),
                   mask, 17),
                  ("sjconv torch IF", SpikingNode(1.0, step_mode="m", backend="torch"), None, 8),
                  ("SpikingJelly IFNode", neuron.IFNode(v_threshold=1.0, v_reset=None, step_mode="m"), None, 8)]
@@ -146,13 +146,14 @@ def bandwidth(device, T, N, dtypes, repeat, warmup) -> list:
 
 def ftz_case(device) -> list:
     from sjconv.neurons import get_backend
+    from sjconv.neurons.records import NeuronKind, NeuronState
 
     x = torch.tensor([[0.5], [-1e-39]], device=device)
     rows = []
     for backend in ("torch", "cupy"):
         try:
-            out = get_backend(backend).run(x, torch.full((1,), 0.5, device=device), torch.zeros(1, device=device),
-                                           None, 1.0, True, "qcfs", False)[0]
+            state = NeuronState(torch.full((1,), 0.5, device=device), torch.zeros(1, device=device))
+            out = get_backend(backend).run(x, state, NeuronKind(True, "qcfs", 1.0), False)[0]
             spikes = out.flatten().tolist()
             rows.append({"backend": backend, "spikes": str(spikes), "status": "ok" if spikes == [1.0, -1.0]
                          else "WRONG (flush to zero?)"})

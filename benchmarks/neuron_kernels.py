@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spikingjelly.activation_based import neuron  # noqa: E402
 
 from sjconv.errors import SjconvError  # noqa: E402
-from sjconv.neurons import BACKENDS, METHODS, SpikingNode, get_backend, rules, torch_backend  # noqa: E402
+from sjconv.neurons import BACKENDS, METHODS, SpikingNode, get_backend, rules  # noqa: E402
+from sjconv.neurons.kernels import torch_backend  # noqa: E402
 
 from _common import (device_info, failure_status, markdown_table, node_runner, timed, timed_against,  # noqa: E402
                      write_outputs)
@@ -76,13 +77,13 @@ GROUP_LEVELS = 4
 
 def loop_runner(run_steps, x, theta, signed, neg_rule, mask, levels=None):
     """One call of a ``run_steps`` loop (reference or in-place) from the node's initial state
-    (``levels``: a group neuron's members; its in-place loop is :mod:`sjconv.neurons.torch_group`)."""
+    (``levels``: a group neuron's members; its in-place loop is :mod:`sjconv.neurons.kernels.torch_group`)."""
     unit = theta / levels if levels else theta
     v0 = torch.full_like(x[0], 0.0 if neg_rule == "snm" else unit / 2, dtype=torch.float32)
     c0 = torch.zeros_like(v0) if signed else None
     if levels:
         if run_steps is torch_backend.run_steps:
-            from sjconv.neurons import torch_group
+            from sjconv.neurons.kernels import torch_group
 
             return lambda: torch_group.run_steps(x, v0, c0, mask, theta, signed, neg_rule, False, levels)
         return lambda: run_steps(x, v0, c0, mask, theta, signed, neg_rule, levels=levels)
@@ -149,7 +150,7 @@ def main(argv=None):
                                      "status": "skipped: CUDA only"})
                         continue
                     try:
-                        node = SpikingNode(theta, signed=signed, srp=srp, step_mode="m", backend=backend,
+                        node = SpikingNode(theta, signed=signed, prerun="srp" if srp else None, step_mode="m", backend=backend,
                                            levels=levels)
                     except SjconvError as exc:
                         rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 #: public name -> the submodule (relative to this package) that defines it
 _HOMES = {
-    **dict.fromkeys(["analysis", "memory", "models", "neurons", "srp"], None),   # submodules themselves
-    "prerun": ".neurons",
+    **dict.fromkeys(["analysis", "memory", "models", "neurons"], None),   # submodules themselves
+    "protocol": ".neurons",
     "QCFS": ".qcfs",
     "METHODS": ".neurons",
     "convert": ".convert", "ConvertedSNN": ".convert",

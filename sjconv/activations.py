@@ -8,7 +8,7 @@ convert without rewriting them. A module is a QCFS activation when
    or buffer, recursively) and a positive integer level count named ``L``, ``t`` or ``T`` (first
    found in that order: QCFS v2's ``IF`` holds both ``L`` and a simulation length ``T``), and
 2. **it computes** the QCFS clip-floor-shift ``θ·floor(clamp(x/θ, 0, 1)·L + 1/2)/L``
-   (docs/methods.md §1): :func:`check_activation` runs it on a grid of inputs 1/64 of a level apart
+   (docs/methods.md#qcfs-activation): :func:`check_activation` runs it on a grid of inputs 1/64 of a level apart
    across every level and both clip edges (skipping the rounding points themselves) and compares.
 
 This covers QCFS v2's ``IF(T=0, L, thresh)``, v1's ``MyFloor(up, t)``, the SRP/COS repositories'

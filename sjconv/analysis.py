@@ -4,8 +4,8 @@ For a batch of images, a method and a number of main-run steps T, :func:`analyze
 neuron layer (every QCFS module of the ANN and the spiking node at the same path of the SNN):
 
 - firing rate: nonzero outputs (spike events) per neuron per step, split into positive and negative
-  spikes; a group neuron's event carries k units (docs/methods.md §14), counted apart;
-- the unevenness-error case fractions of docs/methods.md §7, comparing the ANN's QCFS activation ``a``
+  spikes; a group neuron's event carries k units (docs/methods.md#group-neuron), counted apart;
+- the unevenness-error case fractions of docs/protocols.md#unevenness-statistics, comparing the ANN's QCFS activation ``a``
   with the SNN's mean output ``φ(T) = (1/T) Σ_t out[t]``;
 - the relative error ``‖φ(T) − a‖ / ‖a‖`` over the whole batch;
 
@@ -15,11 +15,10 @@ run of max(T) steps.
 
 This module computes statistics only: its public functions return plain, JSON-serialisable
 dicts and print nothing. The text table and the plots of those dicts are in
-:mod:`sjconv.analysis_plots` (``format_layer_table``, ``plot_analysis``, also importable from
-here).
+:mod:`sjconv.analysis_plots` (``format_layer_table``, ``plot_analysis``).
 
 Nothing in the networks is modified: the hooks only read tensors (they return ``None``), are
-removed in a ``finally`` block, and the simulation is the one of :func:`sjconv.simulate.iter_logits`,
+removed in a ``finally`` block, and the simulation is the one of :func:`sjconv.neurons.protocol.run`,
 so the logits are bit-identical to a run without analysis. Statistics are running sums (one
 float64 sum of outputs per neuron layer, one spike-count map per synaptic layer), never a store
 of all steps. SRP pre-run steps are counted per module and kept out of every main-run statistic;
@@ -34,18 +33,17 @@ import torch.nn as nn
 
 from .errors import ConfigError, SjconvError
 from .activations import activation_names
-from .guards import check_step_list, check_steps_count, eval_mode, prepare_images
-from .neurons import SpikingNode, converted_network, rules, step_mode_of
+from .guards import check_chunk, check_step_list, check_steps_count, eval_mode, prepare_images
+from .neurons import SpikingNode, protocol, rules
 from .neurons.fold import fold_state, steps_view
-from .neurons.prerun import check_steps
-from .simulate import iter_logits
+from .neurons.modes import MULTI, step_mode_of
 
 #: energy of one accumulate (a synaptic operation driven by a spike), pJ (45 nm, 32-bit float)
 E_AC_PJ = 0.9
 #: energy of one multiply-accumulate, pJ (45 nm, 32-bit float)
 E_MAC_PJ = 4.6
 
-#: case names of docs/methods.md §7 (plus ``a0_below`` so that the fractions sum to 1)
+#: case names of docs/protocols.md#unevenness-statistics (plus ``a0_below`` so that the fractions sum to 1)
 CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
 
 _SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)
@@ -154,7 +152,7 @@ class _SynapticLayer:
 
 class _Probe:
     """Context manager that hooks every neuron and synaptic layer of ``net`` while it runs
-    ``tau`` pre-run steps and ``T`` main steps (as :func:`iter_logits` feeds them).
+    ``tau`` pre-run steps and ``T`` main steps (as :func:`sjconv.neurons.protocol.run` feeds them).
 
     ``acts`` are the ANN's QCFS activations by path; ``checkpoints`` the main-run steps at which
     each neuron layer's relative error is recorded; ``ops`` turns synaptic counting on.
@@ -198,7 +196,7 @@ class _Probe:
         if folded is not None:
             return folded
         mode = getattr(module, "step_mode", self._default_mode)
-        return tensor if mode == "m" else tensor.unsqueeze(0)
+        return tensor if mode == MULTI else tensor.unsqueeze(0)
 
     def _main_part(self, layer, block):
         """Advance ``layer.seen`` by the block's steps; return the main-run steps of the block and
@@ -314,15 +312,16 @@ class _Probe:
 
 # -------------------------------------------------------------------------- helpers
 def _run(ann, snn, images, T, tau, chunk, checkpoints, ops):
-    """Checks (as :func:`iter_logits` makes them, before the ANN runs), then the ANN's activations
-    and one simulation of ``T`` steps under the probe; both networks in eval mode."""
+    """Checks (as :func:`sjconv.simulate.iter_logits` makes them, before the ANN runs), then the
+    ANN's activations and one run of the protocol (:func:`sjconv.neurons.protocol.run`, ``T``
+    main steps) under the probe; both networks in eval mode."""
     T = check_steps_count(T, "T")
-    net, method, default_tau = converted_network(snn)
-    tau = default_tau if tau is None else check_steps(tau)
+    chunk = check_chunk(chunk)
+    net, method, tau = protocol.converted_network(snn, tau)
     images = prepare_images(images, net)
     acts = _ann_activations(ann, images)
-    with eval_mode(net), _Probe(net, acts, tau, T, checkpoints, ops) as probe:
-        for _ in iter_logits(net, images, T, tau=tau, chunk=chunk):
+    with torch.no_grad(), eval_mode(net), _Probe(net, acts, tau, T, checkpoints, ops) as probe:
+        for _ in protocol.run(net, images, T, tau, chunk):
             pass
     probe.check_complete()
     return probe, method, tau
@@ -351,7 +350,7 @@ def _cases(a: torch.Tensor, phi: torch.Tensor, tol: float) -> Dict[str, float]:
 # ---------------------------------------------------------------------------- public
 def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
             chunk: Optional[int] = None, rtol: float = 1e-6, atol: float = 1e-12) -> dict:
-    """Firing rates, §7 case fractions, relative errors and operation counts of ``snn`` (converted
+    """Firing rates, docs/protocols.md#unevenness-statistics case fractions, relative errors and operation counts of ``snn`` (converted
     from ``ann``) on ``images`` after ``T`` main-run steps. Returns a JSON-serialisable dict.
 
     :param tau: SRP pre-run steps (default: the network's own); pre-run outputs are excluded from
@@ -365,7 +364,7 @@ def analyze(ann: nn.Module, snn: nn.Module, images: torch.Tensor, T: int, tau: O
     Per neuron layer (``layers``): ``name`` (module path), ``theta``, ``neurons`` (per sample),
     ``rate``/``rate_pos``/``rate_neg`` (nonzero, positive, negative outputs per neuron per step),
     ``spikes_per_image`` (spike events), ``units_per_image`` (the units they carry: k for a group
-    neuron's event of value k·q, docs/methods.md §14; equal to the events otherwise), ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
+    neuron's event of value k·q, docs/methods.md#group-neuron; equal to the events otherwise), ``cases`` (fractions of all batch elements: ``a0_exact``, ``case1``
     (a=0, φ>a), ``a0_below``, ``apos_exact``, ``case2`` (a>0, φ>a), ``case3`` (a>0, φ<a), summing to
     1, and totals ``a_zero``, ``a_pos``), ``rel_error`` (None when ‖a‖ = 0).
 
@@ -440,14 +439,3 @@ def error_vs_T(ann: nn.Module, snn: nn.Module, images: torch.Tensor, Ts: Iterabl
     return {"Ts": steps, "method": method, "tau": tau,
             "layers": [{"name": layer.name, "rel_error": [layer.errors[t] for t in steps]}
                        for layer in probe.neurons]}
-
-
-# ---------------------------------------------------------------- printing and plotting
-def __getattr__(name):
-    """``format_layer_table`` and ``plot_analysis`` live in :mod:`sjconv.analysis_plots`; they
-    stay importable from here (``from sjconv.analysis import plot_analysis``), loaded on first use
-    so that the statistics never import matplotlib."""
-    if name in ("format_layer_table", "plot_analysis"):
-        from . import analysis_plots
-        return getattr(analysis_plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ PLOT_KINDS = ("rates", "cases", "error_vs_T")
 #: room left above the tallest bar, as a fraction of its height (the legend sits there)
 HEADROOM = 0.25
 
-#: legend text of each §7 case (keys of :data:`sjconv.analysis.CASES`)
+#: legend text of each docs/protocols.md#unevenness-statistics case (keys of :data:`sjconv.analysis.CASES`)
 CASE_LABELS = {"a0_exact": "a=0, φ=a", "case1": "case 1: a=0, φ>a", "a0_below": "a=0, φ<a",
                "apos_exact": "a>0, φ=a", "case2": "case 2: a>0, φ>a", "case3": "case 3: a>0, φ<a"}
 
@@ -58,10 +58,10 @@ def format_layer_table(result: dict) -> str:
     return "\n".join([head] + table(cols, rows) + [COLUMN_LEGEND, ""] + table(ocols, orows) + [foot])
 
 
-#: what the columns of :func:`format_layer_table` hold, printed under its layer table (§7 cases)
+#: what the columns of :func:`format_layer_table` hold, printed under its layer table (docs/protocols.md#unevenness-statistics cases)
 COLUMN_LEGEND = "\n".join([
     "a=0, a>0: fraction of elements whose ANN activation a is 0, > 0 (φ: the SNN's mean output over T)",
-    "c1: case 1, a=0 and φ>a;  c2: case 2, a>0 and φ>a;  c3: case 3, a>0 and φ<a  (docs/methods.md §7)",
+    "c1: case 1, a=0 and φ>a;  c2: case 2, a>0 and φ>a;  c3: case 3, a>0 and φ<a  (docs/protocols.md#unevenness-statistics)",
     "rate: spikes / neuron / step (rate+, rate-: positive, negative spikes);  rel_err: ‖φ − a‖ / ‖a‖",
 ])
 
@@ -108,7 +108,7 @@ def rates_figure(result: dict):
 
 
 def cases_figure(result: dict):
-    """§7 case fractions per neuron layer of an ``analyze`` result, stacked to 1."""
+    """docs/protocols.md#unevenness-statistics case fractions per neuron layer of an ``analyze`` result, stacked to 1."""
     names = [L["name"] for L in result["layers"]]
     x = list(range(len(names)))
     fig = _figure((max(6.0, 0.5 * len(names) + 2), 4))

@@ -2,25 +2,46 @@
 pre-run kinds, negative-spike rules, neuron backends, architectures, datasets, fine-tuning losses
 and optimizers, and the checks of those names against each other.
 
-This module is the single source of these tables. The torch side builds on it: the method table
-(:mod:`sjconv.neurons.methods`) attaches node classes, the backend table
-(:mod:`sjconv.neurons.backends`) attaches the code that runs, :data:`sjconv.models.ARCHS` maps
-these names to builders. It imports nothing heavy, so the command-line tools build their
+This module is the single source of these tables: each method and each backend is defined once,
+here. The torch side attaches its code to these same records (:func:`attach`), without a second
+table: :mod:`sjconv.neurons.nodes` the node class of each node kind (``MethodSpec.node``),
+:mod:`sjconv.neurons.kernels.registry` the code of each backend (``BackendSpec.check`` and
+``.run``); :data:`sjconv.models.ARCHS` maps the architecture names to builders. It imports nothing heavy, so the command-line tools build their
 parsers, print ``--help`` and refuse bad arguments before torch or SpikingJelly is imported.
 """
 
 import numbers
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, SjconvError
+
+
+# ----------------------------------------------------------------------------- attached code
+
+#: what torch-side modules attach to the records below: (what, key) -> object
+_ATTACHED = {}
+
+
+def attach(what: str, key, value) -> None:
+    """Attach torch-side code to the records of this module: ``('node', kind)`` the node class of a
+    node kind (:attr:`MethodSpec.kind`), ``('check', name)`` / ``('run', name)`` a backend's code."""
+    _ATTACHED[(what, key)] = value
+
+
+def _attached(what: str, key):
+    try:
+        return _ATTACHED[(what, key)]
+    except KeyError:
+        raise SjconvError(f"no {what} is attached for {key!r}: import sjconv.neurons first (it attaches the "
+                          "torch code to the records of sjconv.catalog)") from None
 
 
 # ----------------------------------------------------------------------------- pre-run kinds
 
 @dataclass(frozen=True)
 class PreRunKind:
-    """What one pre-run kind needs from the code that runs a network (see :mod:`sjconv.neurons.prerun`)."""
+    """What one pre-run kind needs from the code that runs a network (see :mod:`sjconv.neurons.protocol`)."""
 
     name: str
     #: symbol of its length in table labels (τ for SRP, ρ for COS)
@@ -68,7 +89,7 @@ def prerun_kind(name: Optional[str]) -> Optional[PreRunKind]:
 class MethodSpec:
     """One conversion method without its node class: name (API and CLI), table label, whether
     its neurons are signed (negative spikes), its pre-run kind (None: no pre-run) and whether
-    they are group neurons (m members, multi-level spikes; docs/methods.md §14)."""
+    they are group neurons (m members, multi-level spikes; docs/methods.md#group-neuron)."""
 
     name: str
     label: str
@@ -76,6 +97,16 @@ class MethodSpec:
     prerun: Optional[PreRunKind]
     #: keyword-only with a default, so the records that extend this one may add required fields
     group: bool = field(default=False, kw_only=True)
+
+    @property
+    def kind(self) -> tuple:
+        """The node kind of this method: ``(signed, pre-run kind name or None, group)``."""
+        return (self.signed, self.prerun.name if self.prerun else None, self.group)
+
+    @property
+    def node(self) -> type:
+        """The node class of this method's kind (attached by :mod:`sjconv.neurons.nodes`)."""
+        return _attached("node", self.kind)
 
     @property
     def default_tau(self) -> int:
@@ -166,7 +197,7 @@ def check_levels(levels, method: Optional[str] = None):
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One neuron backend without its code (see :mod:`sjconv.neurons.backends`)."""
+    """One neuron backend without its code (see :mod:`sjconv.neurons.kernels.registry`)."""
 
     name: str
     #: runs on CUDA tensors only
@@ -186,6 +217,18 @@ class BackendSpec:
             raise ConfigError(f"backend='{self.name}' runs {', '.join(self.dtypes)}, not {what} of dtype "
                               f"{dtype_name}: use backend='torch', or convert a network cast with .to(torch.float32)")
 
+    @property
+    def check(self):
+        """``check()`` raises :class:`BackendUnavailableError` (with the fix) if the backend is
+        unusable here (attached by :mod:`sjconv.neurons.kernels.registry`)."""
+        return _attached("check", self.name)
+
+    @property
+    def run(self):
+        """``run(x_seq, state, kind, record_v) -> (out, state, v_seq)`` (attached by
+        :mod:`sjconv.neurons.kernels.registry`)."""
+        return _attached("run", self.name)
+
 
 #: every backend, by name
 BACKEND_TABLE = {b.name: b for b in (
@@ -198,12 +241,6 @@ BACKEND_TABLE = {b.name: b for b in (
 
 #: backend names, in table order
 BACKENDS = tuple(BACKEND_TABLE)
-
-
-def extend(spec, cls, **extra):
-    """A ``cls`` record (a dataclass extending ``spec``'s class) with ``spec``'s fields and ``extra``:
-    how the torch-side tables add their code to these records without restating them."""
-    return cls(**{f.name: getattr(spec, f.name) for f in fields(spec)}, **extra)
 
 
 # ----------------------------------------------------------------------------- models and data

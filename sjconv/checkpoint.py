@@ -1,4 +1,4 @@
-"""Loading QCFS checkpoints a user brings (docs/methods.md §5).
+"""Loading QCFS checkpoints a user brings (docs/protocols.md#checkpoints).
 
 Accepts the official v2 format (``model.state_dict()``, thresholds named ``thresh``) as is,
 and v1 names (``up``, and ``relu.up`` in residual blocks) mapped to v2. A state dict nested

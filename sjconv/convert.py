@@ -29,6 +29,7 @@ from .errors import ConfigError, ConversionError
 from .guards import check_finite_tensors
 from .modelcheck import inspect_forward
 from .neurons import ConvertedSNN, check_backend, get_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
+from .neurons.modes import STEP_MODES
 from .neurons import fold
 
 __all__ = ["convert", "ConvertedSNN", "LAYER_FACTORIES", "LAYOUTS", "unwrap", "step_mode_of"]
@@ -160,7 +161,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         must be 0/None for methods without a pre-run); the nodes carry it
     :param neg_rule: negative-spike rule of signed nodes: ``'qcfs'`` or ``'snm'``
     :param levels: members m of each group neuron (``'gn'``, ``'gn+neg'``); None: each QCFS layer's own
-        L, so that the SNN at T = 1 is the ANN (docs/methods.md §14); refused for other methods
+        L, so that the SNN at T = 1 is the ANN (docs/methods.md#group-neuron); refused for other methods
     :param layout: how multi-step mode runs the model (:mod:`sjconv.neurons.fold`): ``'auto'``
         (``'layers'`` when the model's forward allows it, else ``'folded'``), ``'layers'`` (refused,
         naming the line, when the forward needs folding) or ``'folded'``
@@ -171,7 +172,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     """
     record, tau = resolve(method, tau, neg_rule)
     levels = check_levels(levels, method)
-    if step_mode not in ("s", "m"):
+    if step_mode not in STEP_MODES:
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
     for tensor in (*ann.parameters(), *ann.buffers()):
@@ -194,5 +195,5 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         fold.install(net, reason)
     functional.set_step_mode(net, step_mode)
     functional.invalidate_reset_cache(net)
-    return ConvertedSNN(net, backend).eval()
+    return ConvertedSNN(net).eval()
 

@@ -1,4 +1,4 @@
-"""Several processes on torch.distributed, launched by ``torchrun``, with exact counts (docs/methods.md §11).
+"""Several processes on torch.distributed, launched by ``torchrun``, with exact counts (docs/protocols.md#counting).
 
 torchrun starts one process per GPU (or CPU worker) and tells each its place through the
 environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), which

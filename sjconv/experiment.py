@@ -73,7 +73,7 @@ def run_methods(ann: nn.Module, loader: Iterable, methods: Sequence[str], steps:
     Accuracies are computed from integer counts. With ``reduce`` (e.g.
     :func:`sjconv.distributed.all_reduce_sum`), each process passes its own shard as ``loader``
     and the counts of all shards are summed before dividing, so K processes give exactly the
-    single-process figures (docs/methods.md §11).
+    single-process figures (docs/protocols.md#counting).
     """
     reduce = reduce or _single_process
     check_levels(levels)
@@ -187,11 +187,11 @@ def analyze_methods(ann: nn.Module, images, methods: Sequence[str], steps: Seque
             snn = _convert_method(ann, method, tau, step_mode, backend, neg_rule, levels)
             result = analysis.analyze(ann, snn, images, max(steps), chunk=chunk)
             errors = analysis.error_vs_T(ann, snn, images, steps, chunk=chunk)
-            print(analysis.format_layer_table(result))
+            print(analysis_plots.format_layer_table(result))
             print()
             result["label"] = _row(method, snn, neg_rule)["label"]
             result["error_vs_T"] = errors
             report["methods"].append(result)
-            analysis.plot_analysis(result, errors, analysis_plots.method_prefix(prefix, method))
+            analysis_plots.plot_analysis(result, errors, analysis_plots.method_prefix(prefix, method))
     write_json(f"{prefix}_analysis.json", report)
     return report

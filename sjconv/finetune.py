@@ -1,4 +1,4 @@
-"""Fine-tuning a converted SNN in SNN mode (docs/methods.md §8, §10), and back to the ANN's layout.
+"""Fine-tuning a converted SNN in SNN mode (docs/methods.md#training, docs/protocols.md#fine-tuning), and back to the ANN's layout.
 
 BPTT in multi-step mode: each batch runs the converted network for T steps on the static images
 (after its pre-run, if any, which runs without gradients from the current weights), the loss is
@@ -24,14 +24,15 @@ from tqdm.auto import tqdm
 from . import catalog
 from .activations import activation_names
 from .errors import ConfigError
-from .neurons import feed_steps, run_prerun, spiking_nodes, unwrap
+from .neurons import protocol
+from .neurons.modes import MULTI
 
 #: losses and optimizers (named in the catalog, where the command line reads them without torch)
 LOSSES, OPTIMIZERS = catalog.LOSSES, catalog.OPTIMIZERS
 
 
 def tet_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, means: float = 1.0) -> torch.Tensor:
-    """TET (Deng et al., 2022; docs/methods.md §8) on per-step logits ``[T, N, C]``:
+    """TET (Deng et al., 2022; docs/methods.md#training) on per-step logits ``[T, N, C]``:
     ``(1 - λ) · mean_t CE(o_t, y) + λ · MSE(o, φ)`` with φ = ``means``. λ = 0 is the mean CE."""
     steps = logits.shape[0]
     ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat(steps))   # = mean over t of CE(o_t, y)
@@ -41,12 +42,12 @@ def tet_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, mean
 
 
 def _check(snn: nn.Module, T: int, epochs: int, lr: float, loss: str, lam: float, optimizer: str) -> List:
-    nodes = spiking_nodes(snn)
+    nodes = protocol.spiking_nodes(snn)
     if not nodes:
         raise ConfigError("the network has no sjconv spiking nodes: convert a QCFS ANN with sjconv.convert first")
-    backends = {n.backend for n in nodes}
-    if backends != {"torch"}:
-        raise ConfigError(f"fine-tuning needs backend='torch' (the {', '.join(sorted(backends - {'torch'}))} "
+    untrainable = sorted({n.backend for n in nodes if not catalog.BACKEND_TABLE[n.backend].trainable})
+    if untrainable:
+        raise ConfigError(f"fine-tuning needs backend='torch' (the {', '.join(untrainable)} "
                           "backend is inference-only): convert with backend='torch' for training; the "
                           "fine-tuned checkpoint then runs with any backend")
     for name, value, low in (("T", T, 1), ("epochs", epochs, 1)):
@@ -78,7 +79,7 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
     nodes = _check(snn, T, epochs, lr, loss, lam, optimizer)
     if not (train_weights or train_thresholds):
         raise ConfigError("nothing to train: train_weights and train_thresholds are both False")
-    net, _, tau = unwrap(snn)
+    net, _, tau = protocol.unwrap(snn)
     if device is not None:
         snn.to(device)
     was_trainable = {p: p.requires_grad for p in snn.parameters()}   # before θ becomes a parameter
@@ -92,8 +93,7 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
     device = next(iter(params)).device
-    modes = {m: m.step_mode for m in net.modules() if hasattr(m, "step_mode")}
-    functional.set_step_mode(net, "m")
+    restore_modes = protocol.switch_step_mode(net, MULTI)
     snn.eval()   # frozen BatchNorm statistics, no dropout: the network of inference
     history = []
     try:
@@ -102,11 +102,7 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
             bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)
             for images, labels in bar:
                 images, labels = images.to(device), labels.to(device)
-                functional.reset_net(net)
-                if tau:
-                    with torch.no_grad():
-                        run_prerun(net, images, tau)
-                logits = torch.cat(list(feed_steps(net, images, T, "m", None)))
+                logits = torch.cat(list(protocol.run(net, images, T, tau)))
                 value = tet_loss(logits, labels, lam if loss == "tet" else 0.0, means)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
@@ -123,8 +119,7 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
                             "seconds": round(time.perf_counter() - started, 3)})
     finally:
         functional.reset_net(net)
-        for m, mode in modes.items():
-            m.step_mode = mode
+        restore_modes()
         for node in nodes:
             node.learnable_threshold(False)
         for p, flag in was_trainable.items():
@@ -138,7 +133,7 @@ def ann_state_dict(snn: nn.Module, ann: nn.Module) -> Dict[str, torch.Tensor]:
     node as the threshold of its QCFS activation (``thresh``, or ``up``/``v_threshold`` for the
     reference repositories' classes, :func:`sjconv.activations.activation_names`), in the ANN's
     shape (a 0-dim θ stays 0-dim). Raises if the two do not match key for key."""
-    net, _, _ = unwrap(snn)
+    net, _, _ = protocol.unwrap(snn)
     snn_state = net.state_dict()
     ann_state = ann.state_dict()
     names = {f"{path}.theta" if path else "theta": f"{path}.{found[0]}" if path else found[0]

@@ -23,6 +23,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import base, functional
 
 from .errors import ConfigError, SjconvError
+from .neurons import protocol
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -122,11 +123,11 @@ def measure_footprint(net: nn.Module, images: torch.Tensor) -> Footprint:
 
 def _cuda_peak(net, images, steps: int) -> int:
     """Peak CUDA memory (bytes) of one ``steps``-step call of ``net`` from a reset state."""
-    functional.reset_net(net)
+    functional.reset_net(net)   # the last call's states freed before the peak is reset
     torch.cuda.synchronize(images.device)
     torch.cuda.reset_peak_memory_stats(images.device)
-    out = net(images.unsqueeze(0).expand(steps, *images.shape))
-    del out
+    for out in protocol.run(net, images, steps):   # one call of all steps, from a reset state
+        del out
     torch.cuda.synchronize(images.device)
     return torch.cuda.max_memory_allocated(images.device)
 
@@ -157,8 +158,8 @@ def _computed(net, images) -> Footprint:
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
     try:
-        functional.reset_net(net)
-        net(images.unsqueeze(0))
+        for _ in protocol.run(net, images, 1):
+            pass
         states = _state_bytes(net)
     finally:
         for h in handles:

@@ -1,6 +1,6 @@
 """The QCFS activation (quantization clip-floor-shift), the ANN side of the conversion.
 
-    y = θ · floor(clamp(x / θ, 0, 1) · L + 0.5) / L        (docs/methods.md §1)
+    y = θ · floor(clamp(x / θ, 0, 1) · L + 0.5) / L        (docs/methods.md#qcfs-activation)
 
 θ (``thresh``) is a trainable scalar stored with shape ``[1]``, exactly as in the official
 QCFS code, so official checkpoints (key ``...thresh``) load unchanged.

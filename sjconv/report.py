@@ -1,4 +1,4 @@
-"""Result tables (docs/methods.md §6 layout), JSON files and accuracy-vs-T plots, and the files a
+"""Result tables (docs/protocols.md#result-tables layout), JSON files and accuracy-vs-T plots, and the files a
 run writes: atomic writes, the list of them, the name of a checkpoint's training state.
 
 It imports no torch (matplotlib only when plotting), so the command-line tools use it before torch."""

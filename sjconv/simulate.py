@@ -1,7 +1,7 @@
 """Running converted networks: per-step logits and accuracy after every T in one pass.
 
 The network output at step t is that step's logits; the prediction after t steps is the
-argmax of the mean (equivalently the sum) of the logits of steps 1..t (docs/methods.md §2), so one
+argmax of the mean (equivalently the sum) of the logits of steps 1..t (docs/methods.md#if-neuron), so one
 run of T_max steps yields the accuracy of every T <= T_max. The static image is fed at every
 step. For networks with a pre-run (SRP, COS), ``tau`` pre-run steps come first and are not
 counted in T; the nodes carry the method and its ``tau``, so any wrapper of them runs the same.
@@ -11,7 +11,7 @@ step (memory independent of T); ``'m'`` folds T into the batch, optionally in ch
 ``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
 chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
 (N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
-spikes are identical): docs/methods.md §13.
+spikes are identical): docs/protocols.md#bit-identity.
 
 Every function here runs the network in eval mode and gives each module its own train/eval mode
 back afterwards, and checks its arguments first (:mod:`sjconv.guards`): the network must hold
@@ -26,14 +26,13 @@ from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
 from .guards import check_chunk, check_step_list, check_steps_count, eval_mode, prepare_images
 from .memory import choose_chunk, is_allocation_failure
-from .neurons import converted_network, feed_steps, run_prerun, spiking_nodes, step_mode_of
-from .neurons.prerun import check_steps
+from .neurons import protocol
+from .neurons.modes import MULTI, SINGLE, step_mode_of
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -42,20 +41,12 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _net_and_tau(snn: nn.Module, tau: Optional[int]):
-    """The SpikingJelly network inside ``snn`` (:func:`sjconv.neurons.converted_network`: an
-    unconverted or compiled network raises) and its pre-run steps: ``tau`` when given, else the
-    value its nodes carry (raises if they disagree)."""
-    net, _, default_tau = converted_network(snn)
-    return net, (default_tau if tau is None else check_steps(tau))
-
-
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
                    memory_budget) -> Optional[int]:
     """The explicit chunk, else the one the budget allows in 'm' mode, else None (all steps)."""
     if chunk is not None:
         return check_chunk(chunk)
-    if memory_budget is not None and step_mode_of(net) == "m":
+    if memory_budget is not None and step_mode_of(net) == MULTI:
         return choose_chunk(net, images, steps, memory_budget)
     return None
 
@@ -76,18 +67,11 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     """
     T = check_steps_count(T, "T")
     chunk = check_chunk(chunk)
-    net, tau = _net_and_tau(snn, tau)
+    net, _, tau = protocol.converted_network(snn, tau)
     images = prepare_images(images, net)
-    if tau and not any(n.prerun for n in spiking_nodes(net)):
-        raise ConfigError(f"tau={tau} pre-run steps were asked for, but the network has no pre-run nodes "
-                          "(convert with an SRP or COS method)")
-    mode = step_mode_of(net)
     with eval_mode(net):
         chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
-        functional.reset_net(net)
-        if tau:
-            run_prerun(net, images, tau, chunk)
-        yield from feed_steps(net, images, T, mode, chunk)
+        yield from protocol.run(net, images, T, tau, chunk)
 
 
 def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = None,
@@ -142,7 +126,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
                   memory_budget=None, info: Optional[Dict] = None) -> Tuple[Dict[int, int], int]:
     """What :func:`evaluate` measures, as integers: ``({T: correct predictions}, images)``.
 
-    Counts, unlike percentages, add up exactly across data shards (docs/methods.md §11); an empty
+    Counts, unlike percentages, add up exactly across data shards (docs/protocols.md#counting); an empty
     loader gives zero counts.
 
     :param info: a dict that receives ``chunk_used``, the time steps per network call that the
@@ -157,14 +141,14 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
     total = 0
-    net, pre_run = _net_and_tau(snn, tau)
+    net, _, tau = protocol.converted_network(snn, tau)
     adaptive = chunk is None and memory_budget is not None
     retries = 0
     with eval_mode(net):   # also while the memory budget's trial runs choose the chunk
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
             images, labels = prepare_images(images.to(device), net), labels.to(device)
             if adaptive and chunk is None:
-                chunk = _resolve_chunk(net, images, max(steps[-1], pre_run), None, memory_budget)
+                chunk = _resolve_chunk(net, images, max(steps[-1], tau), None, memory_budget)
             while True:
                 try:
                     hits = _count_correct(net, images, labels, steps, tau, chunk)
@@ -179,7 +163,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
                 correct[t] += hits[t]
             total += labels.numel()
     if info is not None:
-        info["chunk_used"] = 1 if step_mode_of(net) == "s" else chunk
+        info["chunk_used"] = 1 if step_mode_of(net) == SINGLE else chunk
         info["oom_retries"] = retries
     return correct, total
 

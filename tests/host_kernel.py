@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import torch
 
-from sjconv.neurons import cupy_backend as cb
+from sjconv.neurons.kernels import cupy_backend as cb
 
 SHIM = r"""
 #include <cstring>
@@ -66,7 +66,7 @@ def compile_for_host(folder, source=None):
     if compiler is None:
         pytest.skip("needs g++ to compile the kernel source for the CPU")
     src = folder / "kernel.cpp"
-    src.write_text(SHIM + (cb._SOURCE if source is None else source) + _wrappers())
+    src.write_text(SHIM + (cb.kernel_source() if source is None else source) + _wrappers())
     lib = folder / "kernel.so"
     proc = subprocess.run([compiler, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
                            str(src), "-o", str(lib)], capture_output=True, text=True)

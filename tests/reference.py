@@ -1,15 +1,15 @@
 """Plain reference implementations, written independently of sjconv's own rule code.
 
-- ``reference_node``: the neuron rules of docs/methods.md §2-§4 as a Python loop over time,
+- ``reference_node``: the neuron rules of docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp as a Python loop over time,
   element by element (float32 arithmetic via numpy scalars).
 - ``reference_network_logits``: the official QCFS SNN loop (``Models/layer.py`` IF with T > 0:
   T folded into the batch, mem = θ/2, spike = ((mem - θ) >= 0)·θ, mem -= spike) applied to a
   copy of the ANN.
-- ``reference_srp_mask`` / ``reference_srp_network_logits``: the SRP mask of docs/methods.md §4
+- ``reference_srp_mask`` / ``reference_srp_network_logits``: the SRP mask of docs/methods.md#srp
   element by element, and a whole SRP network with every QCFS layer replaced by a layer in the
   style of the SRP reference code (``MPLayer``: T folded into the batch, τ pre-run steps, then the
   mask from the residual potential and the main run from θ/2).
-- ``reference_cos_*``: COS (§9), element by element and as a whole network.
+- ``reference_cos_*``: COS (docs/methods.md#cos), element by element and as a whole network.
 """
 
 import copy
@@ -115,7 +115,7 @@ def calibrate_thresholds(ann, images, quantile=0.99):
 
 
 def reference_cos_start(x_pre, theta):
-    """COS initial potentials (docs/methods.md §9) for one node, element by element, in potential units
+    """COS initial potentials (docs/methods.md#cos) for one node, element by element, in potential units
     (v = θ·u; the margins 0.999 and 1.001 scale with θ): float32 numpy, shape of one step."""
     x = np.asarray(x_pre, dtype=np.float32)
     rho = x.shape[0]
@@ -150,9 +150,9 @@ def reference_cos_start(x_pre, theta):
 
 
 def reference_cos_node(x_seq, theta, rho, signed=False, steps=None):
-    """Main-run outputs [steps, ...] of a COS node (§9): calibrated on the first ``rho`` inputs of
+    """Main-run outputs [steps, ...] of a COS node (docs/methods.md#cos): calibrated on the first ``rho`` inputs of
     ``x_seq``, then run from the calibrated potentials on x_1..x_steps (the same first inputs
-    again) with the IF rule of §2, or the signed rule of §3 when ``signed``. Element by element."""
+    again) with the IF rule of docs/methods.md#if-neuron, or the signed rule of docs/methods.md#signed-neuron when ``signed``. Element by element."""
     x = np.asarray(x_seq, dtype=np.float32)
     steps = x.shape[0] if steps is None else steps
     start = reference_cos_start(x[:rho], theta).reshape(-1)
@@ -173,7 +173,7 @@ def reference_cos_node(x_seq, theta, rho, signed=False, steps=None):
 class _ReferenceCOS(nn.Module):
     """A COS layer in the style of the reference code's ``MPLayer`` (T folded into the batch,
     T >= ρ): pre-simulate ρ steps from θ/2 recording firing and silent potentials, shift the
-    initial potential, then run all T steps from it. Potential units, re-typed from §9."""
+    initial potential, then run all T steps from it. Potential units, re-typed from docs/methods.md#cos."""
 
     def __init__(self, thresh, T, rho, signed):
         super().__init__()
@@ -232,7 +232,7 @@ def reference_cos_network_logits(ann, images, T, rho, signed=False, thresh_of=qc
 
 
 def reference_group_node(x_seq, theta, levels, signed=False, snm=False, mask=None):
-    """Group neuron of docs/methods.md §14 (gn; gn+neg when ``signed``) for one node, element by
+    """Group neuron of docs/methods.md#group-neuron (gn; gn+neg when ``signed``) for one node, element by
     element: outputs [T, ...] (float32) and final (v, count). q = θ/m rounded to float32, member
     thresholds j·q each rounded once to float32 (the reference code's ``arange(1, m+1)·q`` in
     float32); v starts at q/2 (0 with the SNM rule); k counts the members at or above threshold,
@@ -274,7 +274,7 @@ class _ReferenceGN(nn.Module):
     updated alike, starting at 0.5·q; member thresholds ``bias = arange(1, m+1)·q`` built in the
     default float dtype, then cast to the input's; a member fires where ``v - bias >= 0``; the
     spikes are summed over members (k); ``v -= k·q``; output ``k·q``. The reference has no signed
-    version: ``signed`` adds ours (docs/methods.md §14), written from the rule."""
+    version: ``signed`` adds ours (docs/methods.md#group-neuron), written from the rule."""
 
     def __init__(self, thresh, T, members, signed=False):
         super().__init__()
@@ -321,7 +321,7 @@ def reference_gn_network_logits(ann, images, T, levels=None, signed=False):
     return out.view(T, images.shape[0], *out.shape[1:])
 
 
-#: SRP keeps a neuron whose residual potential after the pre-run is above this fraction of θ (§4)
+#: SRP keeps a neuron whose residual potential after the pre-run is above this fraction of θ (docs/methods.md#srp)
 SRP_FRACTION = 1e-3
 
 
@@ -331,7 +331,7 @@ def srp_bound(theta, dtype=np.float32):
 
 
 def reference_srp_mask(v, theta, dtype=np.float32):
-    """SRP mask (§4) for residual potentials ``v``, one element at a time: True (keep) where
+    """SRP mask (docs/methods.md#srp) for residual potentials ``v``, one element at a time: True (keep) where
     v > 1e-3·θ, False where v <= 1e-3·θ (dead: no positive residual)."""
     values = np.asarray(v, dtype=dtype)
     bound = srp_bound(theta, dtype)
@@ -343,7 +343,7 @@ def reference_srp_mask(v, theta, dtype=np.float32):
 
 
 class _ReferenceSRP(nn.Module):
-    """An SRP layer in the style of the SRP reference code's ``MPLayer``, re-typed from §4:
+    """An SRP layer in the style of the SRP reference code's ``MPLayer``, re-typed from docs/methods.md#srp:
     input [(τ + T)·N, ...] (steps folded into the batch); τ pre-run steps from θ/2 without a
     mask; then the mask ``mem > 1e-3·θ`` per sample and neuron, mem back to θ/2 (and the
     signed count to 0), and T main steps whose outputs θ·s are multiplied by the mask. The
@@ -379,7 +379,7 @@ class _ReferenceSRP(nn.Module):
 
 @torch.no_grad()
 def reference_srp_network_logits(ann, images, T, tau, signed=False):
-    """Per-step main-run logits [T, N, classes] of an SRP network (§4): every QCFS layer of a copy
+    """Per-step main-run logits [T, N, classes] of an SRP network (docs/methods.md#srp): every QCFS layer of a copy
     of ``ann`` replaced by :class:`_ReferenceSRP`, run for τ + T steps, the first τ dropped."""
     steps = tau + T
     net = copy.deepcopy(ann).eval()

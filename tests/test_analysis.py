@@ -9,7 +9,8 @@ import torch.nn as nn
 
 import sjconv
 from sjconv import analysis
-from sjconv.analysis import analyze, error_vs_T, format_layer_table, plot_analysis
+from sjconv.analysis import analyze, error_vs_T
+from sjconv.analysis_plots import format_layer_table, plot_analysis
 from sjconv.neurons import SpikingNode
 
 METHODS = ["qcfs", "neg", "srp", "srp+neg"]
@@ -429,7 +430,7 @@ def test_bar_plots_leave_headroom_above_the_tallest_bar():
 
 
 def test_layer_table_explains_its_case_columns():
-    """The printed table says what a=0, c1, a>0, c2, c3 and rel_err mean (the §7 cases)."""
+    """The printed table says what a=0, c1, a>0, c2, c3 and rel_err mean (the docs/protocols.md#unevenness-statistics cases)."""
     ann = random_net()
     text = format_layer_table(analyze(ann, sjconv.convert(ann, "qcfs"), random_images(2), 2))
     header = text.splitlines()[1].split()

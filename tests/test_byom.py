@@ -126,9 +126,9 @@ def test_folded_layout_in_evaluate_memory_budget_and_own_loops(models):
     # the README's own loop: [tau, N, ...] then [T, N, ...] calls of the network
     net = snn.net
     functional.reset_net(net)
-    sjconv.prerun.begin(net)
+    sjconv.protocol.begin_prerun(net)
     net(images.unsqueeze(0).expand(2, *images.shape))
-    sjconv.prerun.end(net)
+    sjconv.protocol.end_prerun(net)
     out = net(images.unsqueeze(0).expand(3, *images.shape))
     assert out.shape == (3, 4, 10) and torch.equal(out, sjconv.simulate(snn, images, 3))
     # a deep copy (and a pickled copy) carries its own fold hooks and state

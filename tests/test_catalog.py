@@ -11,7 +11,7 @@ from sjconv.errors import ConfigError
 from sjconv.finetune import LOSSES, OPTIMIZERS
 from sjconv.models import ARCHS
 from sjconv.neurons import BACKEND_TABLE, BACKENDS, GROUP_NODE_CLASSES, METHODS, NODE_CLASSES, rules
-from sjconv.neurons.prerun import PRERUNS, PreRunKind
+from sjconv.catalog import PRERUNS, PreRunKind
 
 
 def _spec_fields(record, spec_class):
@@ -83,11 +83,8 @@ def test_levels_are_checked_with_their_method():
 def test_cupy_refuses_a_float64_network_when_it_is_built(monkeypatch):
     """The fused kernel runs float32, float16 and bfloat16: a float64 ANN is refused by ``convert``
     (before any run), naming the dtype and the fix; the torch backend takes it."""
-    import torch
-
     import sjconv
     from sjconv.errors import ConfigError
-    from sjconv.neurons import backends
 
     spec = catalog.BACKEND_TABLE["cupy"]
     spec.check_dtype("bfloat16", "an ANN")
@@ -95,9 +92,8 @@ def test_cupy_refuses_a_float64_network_when_it_is_built(monkeypatch):
         spec.check_dtype("float64", "an ANN")
     catalog.BACKEND_TABLE["torch"].check_dtype("float64", "an ANN")
     ann = sjconv.models.small_cnn(num_classes=3, in_channels=1, image_size=8).double()
-    # as if CuPy and a GPU were here
-    monkeypatch.setitem(backends.BACKEND_TABLE, "cupy", dataclasses.replace(backends.BACKEND_TABLE["cupy"],
-                                                                            check=lambda: None))
+    import sjconv.neurons  # noqa: F401 - attaches the backends' code to the catalog records
+    monkeypatch.setitem(catalog._ATTACHED, ("check", "cupy"), lambda: None)   # as if CuPy and a GPU were here
     with pytest.raises(ConfigError, match="backend='torch'"):
         sjconv.convert(ann, method="qcfs", backend="cupy")
     assert sjconv.convert(ann, method="qcfs").net is not None

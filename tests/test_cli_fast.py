@@ -147,7 +147,7 @@ def test_import_sjconv_is_light_and_complete():
         "exec('from sjconv import *', ns)",
         "assert set(sjconv.__all__) <= set(ns) and set(sjconv.__all__) <= set(dir(sjconv))",
         "assert sjconv.models.vgg16 and sjconv.neurons.METHODS is sjconv.METHODS and sjconv.data.DATASETS",
-        "assert sjconv.prerun is sys.modules['sjconv.neurons.prerun']",
+        "assert sjconv.protocol is sys.modules['sjconv.neurons.protocol']",
         "print(sjconv.__version__)",
     ])
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),

@@ -1,5 +1,5 @@
-"""COS offset-spike calibration (docs/methods.md §9) and COS + NegSpike, against references written
-from §9; the method table; protocols carried by the nodes; dtypes kept by conversion."""
+"""COS offset-spike calibration (docs/methods.md#cos) and COS + NegSpike, against references written
+from docs/methods.md#cos; the method table; protocols carried by the nodes; dtypes kept by conversion."""
 
 import numpy as np
 import pytest
@@ -56,7 +56,7 @@ def test_cos_start_hand_cases(x, start):
 
 
 def test_cos_start_scales_with_theta():
-    """Written in potential units, the rule is the §9 rule in u = v/θ (θ a power of two: exact)."""
+    """Written in potential units, the rule is the docs/methods.md#cos rule in u = v/θ (θ a power of two: exact)."""
     x_u = torch.tensor([[2.5, 1.0, -0.75, 0.25], [-3.0, -0.75, 3.0, 1.5]])
     u0 = rules.cos_initial_potential(x_u, 1.0, torch.full((4,), 0.5))
     v0 = rules.cos_initial_potential(x_u * 4, 4.0, torch.full((4,), 2.0))

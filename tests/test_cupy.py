@@ -15,13 +15,13 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def test_cupy_backend_refuses_cpu_tensors():
-    from sjconv.neurons import cupy_backend
+    from sjconv.neurons.kernels import cupy_backend
     with pytest.raises(ValueError, match="CUDA tensors"):
         cupy_backend.check_input(torch.ones(2, 3))
 
 
 def _pair(signed, srp, neg_rule, mode="m"):
-    nodes = [SpikingNode(0.75, signed=signed, srp=srp, neg_rule=neg_rule, step_mode=mode, backend=b)
+    nodes = [SpikingNode(0.75, signed=signed, prerun="srp" if srp else None, neg_rule=neg_rule, step_mode=mode, backend=b)
              for b in ("torch", "cupy")]
     return nodes
 
@@ -79,7 +79,7 @@ def test_single_step_mode_and_state_continuity():
     x = torch.randn(12, 257, device="cuda")
     _assert_same(_run_both(x, True, False, "qcfs", mode="s"))
     mask = torch.rand(257, device="cuda") > 0.2
-    node = SpikingNode(0.75, signed=True, srp=True, step_mode="m", backend="cupy")
+    node = SpikingNode(0.75, signed=True, prerun="srp", step_mode="m", backend="cupy")
     functional.reset_net(node)
     node.mask = mask
     parts = torch.cat([node(x[:5]), node(x[5:6]), node(x[6:])])
@@ -138,7 +138,7 @@ def test_grad_inputs_are_refused():
 def test_external_stream_follows_each_cupy_api():
     from types import SimpleNamespace
 
-    from sjconv.neurons import cupy_backend
+    from sjconv.neurons.kernels import cupy_backend
 
     seen = {}
 
@@ -159,7 +159,7 @@ def test_external_stream_follows_each_cupy_api():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_self_check_passes_on_this_gpu(dtype):
     pytest.importorskip("cupy")
-    from sjconv.neurons import cupy_backend, kernel_check
+    from sjconv.neurons.kernels import cupy_backend, kernel_check
     assert kernel_check.mismatches(cupy_backend._fused, torch.device("cuda"), dtype, cupy_backend._flags()) == []
 
 
@@ -167,7 +167,7 @@ def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remember
     from types import SimpleNamespace
 
     from sjconv.errors import BackendUnavailableError
-    from sjconv.neurons import cupy_backend, kernel_check
+    from sjconv.neurons.kernels import cupy_backend, kernel_check
 
     calls = []
 
@@ -198,7 +198,7 @@ def test_self_check_runs_once_per_device_and_dtype_and_a_failure_is_not_remember
 @pytest.mark.parametrize("levels", [1, 4, 8])
 @pytest.mark.parametrize("mode", ["m", "s"])
 def test_group_neurons_bit_identical_to_torch(signed, neg_rule, dtype, levels, mode):
-    """gn / gn+neg (docs/methods.md §14) on the fused kernel, in both step modes and split calls."""
+    """gn / gn+neg (docs/methods.md#group-neuron) on the fused kernel, in both step modes and split calls."""
     pytest.importorskip("cupy")
     torch.manual_seed(0)
     x = (torch.randn(12, 3, 37, 41, device="cuda") * 0.8).to(dtype)

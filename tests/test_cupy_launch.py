@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sjconv.errors import BackendUnavailableError
-from sjconv.neurons import cupy_backend as cb
+from sjconv.neurons.kernels import cupy_backend as cb
 from sjconv.neurons import rules
 
 from host_kernel import call, compile_for_host
@@ -208,7 +208,7 @@ def test_the_stand_in_catches_a_wrong_argument_type(fake_cupy, monkeypatch):
 
 
 def test_signature_parsed_from_the_source():
-    assert kernel_signature(cb._SOURCE) == [np.uint64] * 5 + [np.int64, np.int32, np.int64, np.int64, np.float32]
+    assert kernel_signature(cb.kernel_source()) == [np.uint64] * 5 + [np.int64, np.int32, np.int64, np.int64, np.float32]
 
 
 @pytest.mark.parametrize("message,fix", [

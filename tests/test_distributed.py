@@ -1,6 +1,6 @@
 """Evaluation and training on several processes (torchrun, gloo on the CPU) count exactly.
 
-docs/methods.md §11: every test image is counted once, whatever the number of processes, so two
+docs/protocols.md#counting: every test image is counted once, whatever the number of processes, so two
 processes must give the single-process accuracies to the last digit. The tools are run
 through ``python -m torch.distributed.run`` (what ``torchrun`` is) on a test set whose size is
 not divisible by the number of processes.

@@ -1,4 +1,4 @@
-"""Fine-tuning in SNN mode (docs/methods.md §8, §10): trainable nodes keep the inference forward, the
+"""Fine-tuning in SNN mode (docs/methods.md#training, docs/protocols.md#fine-tuning): trainable nodes keep the inference forward, the
 θ gradient matches a hand derivation, the ZIF surrogate, TET, one optimisation step, the round trip
 to the official ANN layout."""
 

@@ -1,4 +1,4 @@
-"""Group neurons (docs/methods.md §14): gn and gn+neg against the element reference written from the
+"""Group neurons (docs/methods.md#group-neuron): gn and gn+neg against the element reference written from the
 rule and the comparisons of the reference code; every step mode, chunking and the in-place torch
 loop; converted networks; the property that m = L makes T = 1 the QCFS ANN; the method table,
 labels and levels; fine-tuning and the operation counts of multi-level spikes."""
@@ -12,8 +12,8 @@ from spikingjelly.activation_based import functional
 import sjconv
 from sjconv import catalog
 from sjconv.errors import ConfigError
-from sjconv.neurons import (METHODS, ConvertedIFNode, GroupNode, SignedGroupNode, SignedIFNode, SpikingNode, rules,
-                            torch_backend, torch_group)
+from sjconv.neurons import METHODS, ConvertedIFNode, GroupNode, SignedGroupNode, SignedIFNode, SpikingNode, rules
+from sjconv.neurons.kernels import torch_backend, torch_group
 
 from reference import _ReferenceGN, reference_gn_network_logits, reference_group_node
 
@@ -211,7 +211,7 @@ def test_converted_signed_network_matches_reference(fixture, request):
 
 @pytest.mark.parametrize("fixture", ["vgg16", "resnet20"])
 def test_members_equal_to_L_make_T1_the_ann(fixture, request):
-    """m = L: the converted SNN at T = 1 is the QCFS ANN up to float rounding (§14)."""
+    """m = L: the converted SNN at T = 1 is the QCFS ANN up to float rounding (docs/methods.md#group-neuron)."""
     ann, images = request.getfixturevalue(fixture)
     with torch.no_grad():
         ann_logits = ann.eval()(images)

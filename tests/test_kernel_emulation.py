@@ -1,6 +1,6 @@
 """The fused kernel's source, compiled for the CPU, against the torch backend.
 
-No GPU is needed: the CUDA source of :mod:`sjconv.neurons.cupy_backend` is compiled with g++
+No GPU is needed: the CUDA source of :mod:`sjconv.neurons.kernels.cupy_backend` is compiled with g++
 (its host fallback of the float32 operations, behind the shim of ``host_kernel.py``: a launch's
 threads in a host loop; float16 via GCC's ``_Float16`` instead of the PTX ``cvt`` instructions)
 and driven through :func:`cupy_backend.prepare`, the same layout logic the GPU path uses. This
@@ -14,8 +14,9 @@ import torch
 from spikingjelly.activation_based import functional
 
 from sjconv.errors import BackendUnavailableError
-from sjconv.neurons import SpikingNode, kernel_check, rules
-from sjconv.neurons import cupy_backend as cb
+from sjconv.neurons import SpikingNode, rules
+from sjconv.neurons.kernels import kernel_check
+from sjconv.neurons.kernels import cupy_backend as cb
 
 from host_kernel import FORMATS, compile_for_host, emulate
 
@@ -26,7 +27,7 @@ def host_kernels(tmp_path_factory):
 
 
 def torch_backend(x_seq, theta, signed, snm, mask):
-    node = SpikingNode(theta, signed=signed, srp=mask is not None, neg_rule="snm" if snm else "qcfs",
+    node = SpikingNode(theta, signed=signed, prerun="srp" if mask is not None else None, neg_rule="snm" if snm else "qcfs",
                        step_mode="m")
     functional.reset_net(node)
     if mask is not None:
@@ -207,8 +208,8 @@ MUTATIONS = {
 @pytest.mark.parametrize("bug", list(MUTATIONS))
 def test_self_check_rejects_a_wrong_kernel(tmp_path, bug):
     old, new, dtype = MUTATIONS[bug]
-    assert cb._SOURCE.count(old) == 1
-    lib = compile_for_host(tmp_path, cb._SOURCE.replace(old, new))
+    assert cb.kernel_source().count(old) == 1
+    lib = compile_for_host(tmp_path, cb.kernel_source().replace(old, new))
     variants = kernel_check.group_variants(cb._flags()) if bug.startswith("group") else cb._flags()
     with pytest.raises(BackendUnavailableError, match="failed its self-check") as err:
         kernel_check.verify(_runner(lib), "cpu", dtype, variants, "test device")
@@ -226,7 +227,7 @@ def test_subnormal_potentials_keep_their_sign(host_kernels):
 
 
 def test_a_flushing_kernel_gives_the_wrong_spike_and_the_probe_has_subnormals(tmp_path):
-    lib = compile_for_host(tmp_path, cb._SOURCE.replace(*FTZ_ADD))
+    lib = compile_for_host(tmp_path, cb.kernel_source().replace(*FTZ_ADD))
     x = torch.tensor([[0.5], [-1e-39]])
     got = emulate(lib, x, torch.full((1,), 0.5), torch.zeros(1), None, 1.0, True, False)
     assert got[0].flatten().tolist() == [1.0, 0.0]     # what CuPy's -ftz=true would give

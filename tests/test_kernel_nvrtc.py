@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from sjconv.neurons import cupy_backend as cb
+from sjconv.neurons.kernels import cupy_backend as cb
 
 
 def _find_nvrtc():
@@ -48,7 +48,7 @@ def test_kernel_source_compiles_with_nvrtc(arch):
     names = [cb.kernel_name(dtype, *flags) for dtype in (torch.float32, torch.float16, torch.bfloat16)
              for flags in cb._flags()]
     prog = ctypes.c_void_p()
-    _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), cb._SOURCE.encode(), b"sjconv.cu", 0, None, None))
+    _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), cb.kernel_source().encode(), b"sjconv.cu", 0, None, None))
     try:
         for name in names:
             _check(lib, lib.nvrtcAddNameExpression(prog, name.encode()))
@@ -115,7 +115,7 @@ def test_ptx_built_by_cupys_own_options_has_no_flush_to_zero(monkeypatch):
     for fmt in ("F32", "F16", "BF16"):
         seen.clear()
         with pytest.raises(_Compiled):
-            cupy._core.core.compile_with_cache(cb._SOURCE, cb.MODULE_OPTIONS, prepend_cupy_headers=False,
+            cupy._core.core.compile_with_cache(cb.kernel_source(), cb.MODULE_OPTIONS, prepend_cupy_headers=False,
                                                backend="nvrtc", name_expressions=tuple(cb.module_names(fmt)))
         assert "-ftz=true" in seen["options"]   # CuPy asks for flush-to-zero ...
         ptx = seen["ptx"].decode() if isinstance(seen["ptx"], bytes) else seen["ptx"]

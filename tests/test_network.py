@@ -182,7 +182,7 @@ def test_cupy_backend_without_cupy_fails_when_built(monkeypatch):
 def test_cupy_backend_with_cupy_but_no_gpu_fails_when_built(monkeypatch):
     """CuPy installed (a stand-in module here) on a machine without a GPU: refused when the network
     is built, with the fix; a CPU input to a 'cupy' node is refused at its first run."""
-    from sjconv.neurons import cupy_backend
+    from sjconv.neurons.kernels import cupy_backend
 
     cupy = types.ModuleType("cupy")   # with a loadable NVRTC, which the build-time check asks for
     cupy.__version__ = "14.2.0"
@@ -293,3 +293,13 @@ def test_float64_step_modes_give_the_same_spikes(ann64, method):
     # T·N, as matrix products round by batch size, so only their spikes are compared)
     assert all(v.dtype == torch.float64 for v in runs["s"][2] + runs["m"][2])
     assert torch.equal(runs["s"][2][0], runs["m"][2][0]), method
+
+
+def test_converted_snn_reads_its_backend_from_the_nodes():
+    """``snn.backend`` is what the nodes run, never a second copy that can drift from them."""
+    ann = nn.Sequential(nn.Conv2d(1, 2, 3), QCFS(L=4, thresh=1.0), nn.Flatten(), nn.Linear(8, 2), QCFS(L=4, thresh=1.0))
+    snn = sjconv.convert(ann, method="qcfs")
+    assert snn.backend == "torch" and "backend=torch" in repr(snn)
+    sjconv.neurons.spiking_nodes(snn)[0].backend = "cupy"   # as if one layer were switched by hand
+    assert snn.backend == "mixed"
+    assert sjconv.neurons.ConvertedSNN(nn.Sequential(nn.ReLU())).backend == "none"

@@ -1,4 +1,4 @@
-"""Neuron nodes against hand-computed sequences and a plain reference loop (docs/methods.md §2-§4)."""
+"""Neuron nodes against hand-computed sequences and a plain reference loop (docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp)."""
 
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional, monitor
 
-from sjconv import srp
+from sjconv.neurons import protocol
 from sjconv.errors import BackendUnavailableError
 from sjconv.neurons import ConvertedIFNode, SignedIFNode, SpikingNode, SRPIFNode, SRPSignedIFNode
 
@@ -92,7 +92,7 @@ def test_srp_masked_neuron_still_integrates_and_resets():
     functional.reset_net(node)
     node.step_mode = "m"
     node(tensor([[-1.0, 0.3]]))           # pre-run: v = [-0.5, 0.8]
-    srp.begin_main_phase(node)
+    protocol.end_prerun(node)
     assert node.mask.tolist() == [False, True]
     assert node.v == 0.5                  # restarted at θ/2
     out = node(tensor([[0.6, 0.6], [0.6, 0.6]]))
@@ -106,7 +106,7 @@ def test_srp_signed_mask_applies_to_both_signs_and_count_restarts():
     functional.reset_net(node)
     node(tensor([0.6]))                   # pre-run: spike, v = 0.1, count 1
     assert node.count.item() == 1.0
-    srp.begin_main_phase(node)
+    protocol.end_prerun(node)
     assert node.count == 0.0 and node.mask.tolist() == [True]
     node.mask = torch.tensor([False])     # force the neuron dead: no output of either sign
     out = run_keep(node, tensor([[0.6], [-0.9]]))
@@ -123,14 +123,14 @@ def test_srp_masks_are_per_sample():
     node = SRPIFNode(1.0)
     functional.reset_net(node)
     node(torch.tensor([[-1.0, 0.2], [0.2, -1.0]]))   # two samples, two neurons
-    srp.begin_main_phase(node)
+    protocol.end_prerun(node)
     assert node.mask.tolist() == [[False, True], [True, False]]
 
 
 def test_reset_clears_state_and_mask():
     node = SRPSignedIFNode(1.0)
     node(tensor([0.9]))
-    srp.begin_main_phase(node)
+    protocol.end_prerun(node)
     functional.reset_net(node)
     assert node.v == 0.5 and node.count == 0.0 and node.mask is None
 
@@ -142,7 +142,7 @@ def test_random_input_matches_reference_loop(signed, masked, mode):
     theta = 0.7
     x = torch.randn(12, 3, 5) * 0.6
     mask = torch.rand(3, 5) > 0.3 if masked else None
-    node = SpikingNode(theta, signed=signed, srp=masked)
+    node = SpikingNode(theta, signed=signed, prerun="srp" if masked else None)
     functional.reset_net(node)
     node.step_mode = mode
     if masked:
@@ -172,7 +172,7 @@ def test_step_modes_bit_identical_and_dtypes(signed, masked, dtype):
     x = (torch.randn(9, 4, 6, 5) * 0.8).to(dtype)
     results = []
     for mode in ("s", "m"):
-        node = SpikingNode(0.9, signed=signed, srp=masked)
+        node = SpikingNode(0.9, signed=signed, prerun="srp" if masked else None)
         out = run(node, x, mode)
         assert out.dtype == dtype
         assert node.v.dtype == torch.float32          # membrane stays float32
@@ -251,7 +251,7 @@ def test_float64_inputs_keep_float64_theta_and_state_in_both_step_modes(signed, 
     want, v_end, count_end = reference_node(x.numpy(), 0.1, signed=signed, dtype=np.float64,
                                             mask=None if mask is None else mask.numpy())
     for mode in ("s", "m"):
-        node = SpikingNode(theta, signed=signed, srp=masked)
+        node = SpikingNode(theta, signed=signed, prerun="srp" if masked else None)
         assert node.theta.dtype == torch.float64 and node.v_threshold == 0.1
         functional.reset_net(node)
         node.mask = mask

@@ -1,4 +1,4 @@
-"""SRP (docs/methods.md §4) against references written from §4: the mask element by element, with
+"""SRP (docs/methods.md#srp) against references written from docs/methods.md#srp: the mask element by element, with
 the cases at its boundary, and whole converted networks against a reference in the style of the
 SRP reference code (tests/reference.py)."""
 

@@ -1,4 +1,4 @@
-"""The in-place torch loop against the reference loop, bit for bit (sjconv.neurons.torch_backend).
+"""The in-place torch loop against the reference loop, bit for bit (sjconv.neurons.kernels.torch_backend).
 
 Bit for bit means every output, potential and count has the same bits as
 :func:`sjconv.neurons.rules.run_steps` gives: same dtype, same shape, and equal when viewed as
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from sjconv.errors import ConfigError
-from sjconv.neurons import rules, torch_backend
-from sjconv.neurons.kernel_check import TIE_THETA, probes
+from sjconv.neurons import rules
+from sjconv.neurons.kernels import torch_backend
+from sjconv.neurons.kernels.kernel_check import TIE_THETA, probes
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 KINDS = [(False, "qcfs"), (True, "qcfs"), (True, "snm")]  # (signed, neg_rule)

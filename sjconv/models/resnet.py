@@ -1,4 +1,4 @@
-"""QCFS ResNets in the official QCFS v2 layout (docs/methods.md §5).
+"""QCFS ResNets in the official QCFS v2 layout (docs/protocols.md#checkpoints).
 
 Stem ``conv1`` = [Conv3x3(no bias), BN, QCFS] (no max-pool); stages ``conv2_x`` ...;
 blocks hold ``residual_function`` = [conv, bn, QCFS, conv, bn], ``shortcut`` = [conv1x1, bn]

@@ -1,4 +1,4 @@
-"""QCFS VGG networks in the official QCFS v2 layout (docs/methods.md §5).
+"""QCFS VGG networks in the official QCFS v2 layout (docs/protocols.md#checkpoints).
 
 Every convolution stage ``layerK`` is an ``nn.Sequential`` of
 [Conv2d(bias), BatchNorm2d, QCFS, Dropout] per conv, then AvgPool2d(2); the classifier is

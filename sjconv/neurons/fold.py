@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .modes import MULTI, step_mode_of
+from .nodes import SpikingNode
 
 __all__ = ["FoldState", "install", "layout_of", "fold_state", "steps_view", "LAYOUTS"]
 
@@ -43,11 +45,6 @@ class FoldState:
         self.reason = reason
 
 
-def _mode(root: nn.Module) -> str:
-    from .network import step_mode_of
-    return step_mode_of(root)
-
-
 class _RootFold:
     """Root pre-hook: in multi-step mode, ``[T, N, ...]`` -> ``[T·N, ...]`` and remember T."""
 
@@ -56,7 +53,7 @@ class _RootFold:
 
     def __call__(self, module, args):
         self.state.steps = None
-        if _mode(module) != "m":
+        if step_mode_of(module) != MULTI:
             return None
         if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
             raise ConfigError("a folded network in multi-step mode takes one tensor [T, N, ...] as its first argument")
@@ -88,7 +85,7 @@ class _NodeUnfold:
 
     def __call__(self, module, args):
         steps = self.state.steps
-        if steps is None or module.step_mode != "m":
+        if steps is None or module.step_mode != MULTI:
             return None
         x = args[0]
         if x.shape[0] % steps:
@@ -105,15 +102,13 @@ class _NodeFold:
         self.state = state
 
     def __call__(self, module, args, output):
-        if self.state.steps is None or module.step_mode != "m":
+        if self.state.steps is None or module.step_mode != MULTI:
             return None
         return output.flatten(0, 1)
 
 
 def install(net: nn.Module, reason: str = "") -> FoldState:
     """Give ``net`` (the converted model, plain torch modules and sjconv nodes) the folded layout."""
-    from .nodes import SpikingNode
-
     state = FoldState(reason)
     setattr(net, _ATTR, state)
     net.register_forward_pre_hook(_RootFold(state))

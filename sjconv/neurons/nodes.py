@@ -1,9 +1,9 @@
 """SpikingJelly 2.0 neuron nodes for converted QCFS networks.
 
 All nodes share one implementation (:class:`SpikingNode`) and differ in two switches:
-``signed`` (negative spikes, docs/methods.md §3) and ``prerun`` (what a pre-run phase derives per
-neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential, §9; see
-:mod:`sjconv.neurons.prerun`).
+``signed`` (negative spikes, docs/methods.md#signed-neuron) and ``prerun`` (what a pre-run phase derives per
+neuron: ``'srp'`` an output mask, docs/methods.md#srp; ``'cos'`` a calibrated initial potential, docs/methods.md#cos; see
+:mod:`sjconv.neurons.protocol`).
 
 - :class:`ConvertedIFNode`  -- half-threshold IF (v0 = θ/2, soft reset, output θ·spike)
 - :class:`SignedIFNode`     -- NegSpike: also takes back earlier spikes with negative ones
@@ -11,7 +11,7 @@ neuron: ``'srp'`` an output mask, §4; ``'cos'`` a calibrated initial potential,
 - :class:`SRPSignedIFNode`  -- both
 - :class:`COSIFNode`        -- IF restarted from COS-calibrated initial potentials
 - :class:`COSSignedIFNode`  -- signed IF restarted from COS-calibrated potentials
-- :class:`GroupNode`        -- group neuron: m members sharing one potential, multi-level spikes (§14)
+- :class:`GroupNode`        -- group neuron: m members sharing one potential, multi-level spikes (docs/methods.md#group-neuron)
 - :class:`SignedGroupNode`  -- group neuron that also takes back units with negative ones
 
 They are ``BaseNode`` subclasses following the 2.0 recipe: the per-step transition is
@@ -34,15 +34,17 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .. import catalog
 from ..catalog import check_levels, check_neg_rule
-from ..errors import BackendUnavailableError, ConfigError
-from . import rules
-from .backends import BACKENDS, check_backend, get_backend
-from .prerun import PRERUNS, prerun_kind
+from ..errors import ConfigError
+from ..catalog import PRERUNS, prerun_kind
+from . import dynamics, rules
+from .kernels import check_backend
+from .modes import MULTI, SINGLE
+from .records import NeuronKind, NeuronState
 
 __all__ = ["SpikingNode", "ConvertedIFNode", "SignedIFNode", "SRPIFNode", "SRPSignedIFNode", "COSIFNode",
-           "COSSignedIFNode", "GroupNode", "SignedGroupNode", "NODE_CLASSES", "GROUP_NODE_CLASSES", "BACKENDS",
-           "check_backend", "check_neg_rule"]
+           "COSSignedIFNode", "GroupNode", "SignedGroupNode", "NODE_CLASSES", "GROUP_NODE_CLASSES"]
 
 
 def _theta_dtype(v_threshold) -> torch.dtype:
@@ -68,11 +70,11 @@ class SpikingNode(BaseNode):
 
     :param v_threshold: θ, taken from the QCFS layer (a Python float or a 1-element tensor);
         stored as the buffer ``theta``, in the tensor's dtype (float32 for a Python float)
-    :param signed: emit negative spikes that take back earlier positive ones (§3)
+    :param signed: emit negative spikes that take back earlier positive ones (docs/methods.md#signed-neuron)
     :param prerun: ``None``, ``'srp'`` (outputs multiplied by the mask set at the end of the
-        pre-run, §4) or ``'cos'`` (main run restarted from calibrated potentials, §9)
+        pre-run, docs/methods.md#srp) or ``'cos'`` (main run restarted from calibrated potentials, docs/methods.md#cos)
     :param prerun_steps: length of the pre-run (τ for SRP, ρ for COS); default from
-        :data:`sjconv.neurons.prerun.PRERUNS`; 0 without a pre-run
+        :data:`sjconv.catalog.PRERUNS`; 0 without a pre-run
     :param neg_rule: ``'qcfs'`` (v0 = θ/2, negative at v < 0) or ``'snm'`` (v0 = 0, negative
         at v <= -θ, the signed neuron with memory of Wang et al.); signed nodes only
     :param backend: ``'torch'`` (a loop of torch operations; trainable) or ``'cupy'`` (one fused
@@ -80,25 +82,22 @@ class SpikingNode(BaseNode):
     :param surrogate_function: surrogate derivative of the firing condition used when gradients
         are needed (default: the ZIF triangle, γ = 1, :func:`rules.zif`); any
         ``spikingjelly.activation_based.surrogate`` function. The forward never changes.
-    :param srp: older spelling of ``prerun='srp'``
     :param levels: None for the IF kinds; an int m >= 1 makes the node a group neuron of m members
-        (docs/methods.md §14: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
+        (docs/methods.md#group-neuron: quantum q = θ/m, member thresholds j·q, start q/2, outputs k·q with
         k units in 0..m, or -m..m when ``signed``); group neurons take no pre-run
 
-    Training (docs/methods.md §10): with the torch backend, a run under grad mode whose input or θ
+    Training (docs/protocols.md#fine-tuning): with the torch backend, a run under grad mode whose input or θ
     requires grad goes through :func:`rules.run_surrogate_steps` (same spikes, surrogate
     gradients; θ gets both the firing-condition and the amplitude path, the reset is in the
     graph, the start potential θ/2 is a constant). :meth:`learnable_threshold` makes θ a parameter.
     """
 
     def __init__(self, v_threshold, signed: bool = False, prerun: Optional[str] = None,
-                 prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = "s",
-                 backend: str = "torch", store_v_seq: bool = False, srp: bool = False,
+                 prerun_steps: Optional[int] = None, neg_rule: str = "qcfs", step_mode: str = SINGLE,
+                 backend: str = "torch", store_v_seq: bool = False,
                  surrogate_function=None, levels: Optional[int] = None):
         theta = _theta_of(v_threshold)
         levels = check_levels(levels)
-        if srp:
-            prerun = prerun or "srp"
         kind = prerun_kind(prerun)
         steps = kind.check_steps(prerun_steps) if kind is not None else 0
         if kind is None and prerun_steps:
@@ -171,28 +170,29 @@ class SpikingNode(BaseNode):
             refuse_compile()
         return super().forward(*args, **kwargs)
 
-    def _needs_grad(self, x: torch.Tensor) -> bool:
-        """Whether this run must be differentiable (then only the torch backend can run it)."""
-        if not torch.is_grad_enabled() or not (x.requires_grad or self.theta.requires_grad):
-            return False
-        if not get_backend(self.backend).trainable:
-            raise BackendUnavailableError(f"backend='{self.backend}' is inference-only (no backward): train "
-                                          "(fine-tune) with backend='torch', or run under torch.no_grad()")
-        return True
-
     @property
     def v_init(self) -> float:
         """Potential every neuron starts from: θ/2 (a group neuron: q/2 = θ/(2m)), or 0 for the SNM
         signed rule."""
-        if self.signed and self.neg_rule == "snm":
-            return 0.0
-        if self.levels is not None:
-            return rules.group_quantum(self.v_threshold, self.levels) / 2.0
-        return self.v_threshold / 2.0
+        return rules.start_potential(self.v_threshold, self.signed, self.neg_rule, self.levels)
+
+    @property
+    def kind(self) -> NeuronKind:
+        """The fixed facts of this node's neurons that a layer call needs (:mod:`sjconv.neurons.records`)."""
+        return NeuronKind(self.signed, self.neg_rule, self.v_threshold, self.levels)
+
+    def _surrogate(self) -> dynamics.Surrogate:
+        return dynamics.Surrogate(self.theta, self.surrogate_function)
+
+    @property
+    def kind_key(self) -> tuple:
+        """This node's kind as the method table names it: ``(signed, prerun, group)``
+        (:attr:`sjconv.catalog.MethodSpec.kind`)."""
+        return (self.signed, self.prerun, self.group)
 
     @property
     def group(self) -> bool:
-        """Whether this is a group neuron (§14, ``levels`` members)."""
+        """Whether this is a group neuron (docs/methods.md#group-neuron, ``levels`` members)."""
         return self.levels is not None
 
     def _refresh_start_value(self):
@@ -207,31 +207,32 @@ class SpikingNode(BaseNode):
 
     @property
     def srp(self) -> bool:
-        """Whether outputs are masked by an SRP pre-run (§4)."""
+        """Whether outputs are masked by an SRP pre-run (docs/methods.md#srp)."""
         return self.prerun == "srp"
 
     @property
     def cos(self) -> bool:
-        """Whether the main run restarts from COS-calibrated potentials (§9)."""
+        """Whether the main run restarts from COS-calibrated potentials (docs/methods.md#cos)."""
         return self.prerun == "cos"
 
     # ----------------------------------------------------------------- states
-    def _split(self, states):
-        """(v, count or None, mask or None) from the registered-order state tuple."""
+    def _split(self, states) -> NeuronState:
+        """The :class:`NeuronState` (v, count or None, mask or None) of the registered-order state tuple."""
         v, rest = states[0], list(states[1:])
         count = rest.pop(0) if self.signed else None
         mask = rest.pop(0) if self.srp else None
-        return v, count, mask
+        return NeuronState(v, count, mask)
 
-    def _join(self, v, count, mask):
-        return (v,) + ((count,) if self.signed else ()) + ((mask,) if self.srp else ())
+    def _join(self, state: NeuronState):
+        """The registered-order state tuple of a :class:`NeuronState`."""
+        return (state.v,) + ((state.count,) if self.signed else ()) + ((state.mask,) if self.srp else ())
 
     def materialize_states(self, inputs, states, step_mode):
         """Initial values become tensors shaped like one time step of the input, in the state
         dtype of the input (:func:`rules.state_dtype`: float64 for float64, else float32): ``v``
         starts at :attr:`v_init` (from the current θ), ``count`` at 0. State carried from the
         last call keeps its values."""
-        x = inputs[0][0] if step_mode == "m" else inputs[0]
+        x = inputs[0][0] if step_mode == MULTI else inputs[0]
         v, count, mask = self._split(states)
         dtype = rules.state_dtype(x.dtype)
 
@@ -250,7 +251,7 @@ class SpikingNode(BaseNode):
                     f"SRP mask has shape {tuple(mask.shape)} but the input step has shape "
                     f"{tuple(x.shape)}: call functional.reset_net(net) before a new batch")
             mask = mask.to(x.device)
-        return self._join(v, count, mask)
+        return self._join(NeuronState(v, count, mask))
 
     def reset(self):
         super().reset()
@@ -262,15 +263,10 @@ class SpikingNode(BaseNode):
         if self._in_prerun and self.cos:
             raise ConfigError(
                 "COS calibration needs all of its pre-run steps in one multi-step call: run the pre-run "
-                "with sjconv.prerun.run_prerun(net, images) (it switches to multi-step for that call), "
+                "with sjconv.protocol.run_prerun(net, images) (it switches to multi-step for that call), "
                 "or use sjconv.simulate")
-        if get_backend(self.backend).fused or self._needs_grad(inputs[0]):  # fused kernel / graph with T = 1
-            out, states, _ = self._run_sequence(inputs[0].unsqueeze(0), states, record_v=False)
-            return (out[0],), states
-        v, count, mask = self._split(states)
-        out, v, count = rules.step(inputs[0], v, count, mask, self.v_threshold, self.signed, self.neg_rule,
-                                   self.levels)
-        return (out,), self._join(v, count, mask)
+        out, state = dynamics.step(inputs[0], self._split(states), self.kind, self.backend, self._surrogate())
+        return (out,), self._join(state)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         out, states, _ = self._run_sequence(inputs[0], states, record_v=False)
@@ -278,21 +274,15 @@ class SpikingNode(BaseNode):
 
     def _run_sequence(self, x_seq, states, record_v: bool):
         """All T steps of ``x_seq`` [T, ...]; returns (outputs, final states, v per step or None)."""
-        v, count, mask = self._split(states)
-        if self._needs_grad(x_seq):
-            out, v, count = rules.run_surrogate_steps(x_seq, v, count, mask, self.theta, self.signed,
-                                                      self.neg_rule, self.surrogate_function, self.levels)
-            return out, self._join(v, count, mask), None
-        group = {"levels": self.levels} if self.levels is not None else {}
-        out, v, count, v_seq = get_backend(self.backend).run(x_seq, v, count, mask, self.v_threshold, self.signed,
-                                                             self.neg_rule, record_v, **group)
-        return out, self._join(v, count, mask), v_seq
+        out, state, v_seq = dynamics.run_sequence(x_seq, self._split(states), self.kind, self.backend, record_v,
+                                                  self._surrogate())
+        return out, self._join(state), v_seq
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back
         to BaseNode's generic per-step path (which would bypass a fused kernel). During a COS
         pre-run the call first calibrates the layer on its own input (:meth:`_calibrate`)."""
-        states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        states = self.materialize_states((x_seq,), tuple(self._memories.values()), MULTI)
         if self._in_prerun and self.cos:
             states = self._calibrate(x_seq, states)
         out, states, v_seq = self._run_sequence(x_seq, states, record_v=self.store_v_seq)
@@ -304,16 +294,17 @@ class SpikingNode(BaseNode):
 
     # --------------------------------------------------------------- pre-run
     def _calibrate(self, x_seq, states):
-        """COS (§9): pre-simulate this call's steps from v0 = θ/2 with the plain IF rule, keep the
+        """COS (docs/methods.md#cos): pre-simulate this call's steps from v0 = θ/2 with the plain IF rule, keep the
         calibrated initial potentials, and return the states to run the same steps from them
         (their outputs are the next layer's calibration input)."""
         if self._cos_v0 is not None:
             raise ConfigError("COS calibration got a second pre-run call: the pre-run steps must reach "
-                              "the node in one multi-step call (sjconv.prerun.run_prerun does this)")
-        v, count, mask = self._split(states)
+                              "the node in one multi-step call (sjconv.protocol.run_prerun does this)")
+        state = self._split(states)
         with torch.no_grad():
-            self._cos_v0 = rules.cos_initial_potential(x_seq, self.v_threshold, v.detach())
-        return self._join(self._cos_v0.clone(), torch.zeros_like(v) if self.signed else None, mask)
+            self._cos_v0 = rules.cos_initial_potential(x_seq, self.v_threshold, state.v.detach())
+        return self._join(NeuronState(self._cos_v0.clone(), torch.zeros_like(state.v) if self.signed else None,
+                                      state.mask))
 
     def begin_prerun(self):
         """Start the pre-run phase: every state back to its start (SRP: no mask yet; COS: the
@@ -352,7 +343,7 @@ class _FixedNode(SpikingNode):
     SIGNED = False
     PRERUN: Optional[str] = None
 
-    def __init__(self, v_threshold, neg_rule="qcfs", step_mode="s", backend="torch", store_v_seq=False,
+    def __init__(self, v_threshold, neg_rule="qcfs", step_mode=SINGLE, backend="torch", store_v_seq=False,
                  prerun_steps=None, surrogate_function=None):
         super().__init__(v_threshold, signed=self.SIGNED, prerun=self.PRERUN, prerun_steps=prerun_steps,
                          neg_rule=neg_rule, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq,
@@ -360,48 +351,48 @@ class _FixedNode(SpikingNode):
 
 
 class ConvertedIFNode(_FixedNode):
-    """Half-threshold IF neuron of a converted QCFS layer (docs/methods.md §2)."""
+    """Half-threshold IF neuron of a converted QCFS layer (docs/methods.md#if-neuron)."""
 
 
 class SignedIFNode(_FixedNode):
-    """Signed IF ("NegSpike", docs/methods.md §3); ``neg_rule='snm'`` gives the SNM variant."""
+    """Signed IF ("NegSpike", docs/methods.md#signed-neuron); ``neg_rule='snm'`` gives the SNM variant."""
 
     SIGNED = True
 
 
 class SRPIFNode(_FixedNode):
-    """IF neuron with the SRP output mask (docs/methods.md §4)."""
+    """IF neuron with the SRP output mask (docs/methods.md#srp)."""
 
     PRERUN = "srp"
 
 
 class SRPSignedIFNode(_FixedNode):
-    """Signed IF neuron with the SRP mask on both signs (docs/methods.md §4, SRP + NegSpike)."""
+    """Signed IF neuron with the SRP mask on both signs (docs/methods.md#srp, SRP + NegSpike)."""
 
     SIGNED = True
     PRERUN = "srp"
 
 
 class COSIFNode(_FixedNode):
-    """IF neuron whose main run starts from COS-calibrated potentials (docs/methods.md §9)."""
+    """IF neuron whose main run starts from COS-calibrated potentials (docs/methods.md#cos)."""
 
     PRERUN = "cos"
 
 
 class COSSignedIFNode(_FixedNode):
-    """Signed IF (§3) started from COS potentials calibrated with the plain IF rule (§9)."""
+    """Signed IF (docs/methods.md#signed-neuron) started from COS potentials calibrated with the plain IF rule (docs/methods.md#cos)."""
 
     SIGNED = True
     PRERUN = "cos"
 
 
 class _GroupNode(SpikingNode):
-    """A group neuron whose signedness is fixed by its class (docs/methods.md §14); no pre-run."""
+    """A group neuron whose signedness is fixed by its class (docs/methods.md#group-neuron); no pre-run."""
 
     SIGNED = False
     PRERUN: Optional[str] = None
 
-    def __init__(self, v_threshold, levels: int = 4, neg_rule="qcfs", step_mode="s", backend="torch",
+    def __init__(self, v_threshold, levels: int = 4, neg_rule="qcfs", step_mode=SINGLE, backend="torch",
                  store_v_seq=False, surrogate_function=None):
         super().__init__(v_threshold, signed=self.SIGNED, levels=levels, neg_rule=neg_rule, step_mode=step_mode,
                          backend=backend, store_v_seq=store_v_seq, surrogate_function=surrogate_function)
@@ -409,11 +400,11 @@ class _GroupNode(SpikingNode):
 
 class GroupNode(_GroupNode):
     """Group neuron ("GN", Lyu et al., ICASSP 2024): m members with thresholds q, 2q, ..., mq
-    (q = θ/m) share one potential; a step sends k·q, k the members at or above threshold (§14)."""
+    (q = θ/m) share one potential; a step sends k·q, k the members at or above threshold (docs/methods.md#group-neuron)."""
 
 
 class SignedGroupNode(_GroupNode):
-    """Group neuron with negative units ("GN + Neg", §14): takes back up to m earlier units."""
+    """Group neuron with negative units ("GN + Neg", docs/methods.md#group-neuron): takes back up to m earlier units."""
 
     SIGNED = True
 
@@ -425,3 +416,9 @@ GROUP_NODE_CLASSES = {cls.SIGNED: cls for cls in (GroupNode, SignedGroupNode)}
 NODE_CLASSES = {(cls.SIGNED, cls.PRERUN): cls for cls in (ConvertedIFNode, SignedIFNode, SRPIFNode,
                                                           SRPSignedIFNode, COSIFNode, COSSignedIFNode)}
 assert set(p for _, p in NODE_CLASSES) == {None, *PRERUNS}
+
+# the node class of every node kind, attached to the method records of the catalog (MethodSpec.node)
+for _cls in NODE_CLASSES.values():
+    catalog.attach("node", (_cls.SIGNED, _cls.PRERUN, False), _cls)
+for _cls in GROUP_NODE_CLASSES.values():
+    catalog.attach("node", (_cls.SIGNED, None, True), _cls)

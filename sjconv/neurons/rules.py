@@ -1,4 +1,4 @@
-"""The neuron update rules of docs/methods.md §2-§4, §9 and §14, written once, one time step at a time.
+"""The neuron update rules of docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp, docs/methods.md#cos and docs/methods.md#group-neuron, written once, one time step at a time.
 
 Every backend must reproduce these bit for bit: the torch backend calls them in a loop and
 the tests compare other backends and step modes against them.
@@ -10,7 +10,7 @@ State conventions (shared by all backends):
 - ``count`` (net spike count of a signed neuron) is in the same dtype, holding whole numbers.
 - ``mask`` (SRP) is a bool tensor or ``None`` (no masking, e.g. during the pre-run).
 - the output is θ·s in the input dtype, s ∈ {0, 1} or {-1, 0, 1}; masked outputs are +0.
-- group neurons (§14, ``levels`` = m members): s is the signed number of units k (|k| <= m), the
+- group neurons (docs/methods.md#group-neuron, ``levels`` = m members): s is the signed number of units k (|k| <= m), the
   output is q·k with q = θ/m, and ``count`` holds the net units transmitted.
 """
 
@@ -26,7 +26,7 @@ NEG_RULES = catalog.NEG_RULES
 #: SRP keeps a neuron when its residual potential after the pre-run is above this fraction of θ
 SRP_MASK_FRACTION = 1e-3
 
-#: COS shift margins (§9), in units of θ: a firing potential a gives ``down = a - 0.999θ`` and a
+#: COS shift margins (docs/methods.md#cos), in units of θ: a firing potential a gives ``down = a - 0.999θ`` and a
 #: silent potential b gives ``up = 1.001θ - b``, each used only when it exceeds θ
 COS_DOWN_MARGIN = 0.999
 COS_UP_MARGIN = 1.001
@@ -49,7 +49,7 @@ def signed_if_step(x: torch.Tensor, v: torch.Tensor, count: torch.Tensor, theta:
                    neg_rule: str = "qcfs"):
     """Signed IF, one step. Returns ``(s, v, count)`` with s in {-1, 0, +1}.
 
-    ``neg_rule='qcfs'``: negative spike when ``v < 0`` and ``count > 0`` (default, §3).
+    ``neg_rule='qcfs'``: negative spike when ``v < 0`` and ``count > 0`` (default, docs/methods.md#signed-neuron).
     ``neg_rule='snm'``: negative spike when ``v <= -θ`` and ``count > 0`` (Wang et al.).
     A positive spike (``v >= θ``) always wins; the two conditions cannot both hold.
     """
@@ -68,7 +68,7 @@ def group_quantum(theta: float, levels: int) -> float:
 
 
 def group_thresholds(theta: float, levels: int) -> List[float]:
-    """The member thresholds j·q, j = 1..m, exactly as the reference computes them (§14): the
+    """The member thresholds j·q, j = 1..m, exactly as the reference computes them (docs/methods.md#group-neuron): the
     integers 1..m times q in float32 (q rounded to float32 first, one rounding of the product),
     as Python floats holding those float32 values. They never decrease with j."""
     return (torch.arange(1, levels + 1, dtype=torch.float32) * group_quantum(theta, levels)).tolist()
@@ -76,7 +76,7 @@ def group_thresholds(theta: float, levels: int) -> List[float]:
 
 def group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], theta: float, levels: int,
                signed: bool = False, neg_rule: str = "qcfs"):
-    """Group neuron (docs/methods.md §14), one step: ``(k, v, count)``, k the signed units sent.
+    """Group neuron (docs/methods.md#group-neuron), one step: ``(k, v, count)``, k the signed units sent.
 
     ``v += x``; k = the number of members j in 1..m with ``v >= j·q`` (:func:`group_thresholds`);
     signed (``gn+neg``), when no member fires: k = -(the number of members j with
@@ -97,6 +97,16 @@ def group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], 
             k = k - (below & (count >= j)).to(v.dtype)
         count = count + k
     return k, v - k * q, count
+
+
+def start_potential(theta: float, signed: bool, neg_rule: str = "qcfs", levels: Optional[int] = None) -> float:
+    """Potential every neuron starts from (the only place it is written): θ/2, for a group neuron
+    q/2 with q = θ/m (docs/methods.md#group-neuron), and 0 for the SNM signed rule."""
+    if signed and neg_rule == "snm":
+        return 0.0
+    if levels is not None:
+        return group_quantum(theta, levels) / 2.0
+    return theta / 2.0
 
 
 def emit(s: torch.Tensor, theta: float, dtype: torch.dtype, mask: Optional[torch.Tensor]):
@@ -144,7 +154,7 @@ def srp_mask(v: torch.Tensor, theta: float) -> torch.Tensor:
 
 
 def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tensor) -> torch.Tensor:
-    """COS calibration of one layer (docs/methods.md §9): the initial potential of its main run.
+    """COS calibration of one layer (docs/methods.md#cos): the initial potential of its main run.
 
     Pre-simulates the plain IF rule (:func:`if_step`) on the layer's first inputs ``x_seq``
     [ρ, ...] from ``v_start`` (θ/2) and records per neuron: n, the number of spikes; a, the
@@ -154,7 +164,7 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
         down = a - 0.999θ if a - 0.999θ > θ else θ;   up = 1.001θ - b if 1.001θ - b > θ else θ
         v0 = θ/2;  v0 = θ/2 - down where v_ρ < 0 and n >= 1;  v0 = θ/2 + up where v_ρ >= θ
 
-    §9 is written in threshold units u = v/θ (the reference code divides the input by θ); here,
+    docs/methods.md#cos is written in threshold units u = v/θ (the reference code divides the input by θ); here,
     like every rule of this module, potentials are in input units, so the margins scale with θ.
     A neuron that fired at every step and still holds v_ρ >= θ gets v0 = +inf (b = -inf): it
     fires at every main-run step, its output θ per step being the QCFS clip value. Returns a
@@ -175,14 +185,14 @@ def cos_initial_potential(x_seq: torch.Tensor, theta: float, v_start: torch.Tens
     down = torch.where(down > theta, down, torch.full_like(down, theta))
     up = COS_UP_MARGIN * theta - highest_silent
     up = torch.where(up > theta, up, torch.full_like(up, theta))
-    half = torch.full_like(v, theta / 2.0)
+    half = torch.full_like(v, start_potential(theta, signed=False))
     v0 = torch.where((v < 0) & (fired_count >= 1), half - down, half)
     return torch.where(v >= theta, half + up, v0)
 
 
 def surrogate_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
                    theta: torch.Tensor, theta_value: float, signed: bool, neg_rule: str, surrogate_function):
-    """:func:`step` for training (docs/methods.md §10): the same values, with gradients.
+    """:func:`step` for training (docs/protocols.md#fine-tuning): the same values, with gradients.
 
     The spike is computed exactly as in :func:`step` (so the forward is bit-identical to
     inference); its gradient is the surrogate derivative of the firing condition, added as
@@ -212,7 +222,7 @@ def surrogate_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tenso
 def surrogate_group_step(x: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor],
                          mask: Optional[torch.Tensor], theta: torch.Tensor, theta_value: float, levels: int,
                          signed: bool, neg_rule: str, surrogate_function):
-    """:func:`group_step` for training (docs/methods.md §10, §14): the same values, with gradients.
+    """:func:`group_step` for training (docs/protocols.md#fine-tuning, docs/methods.md#group-neuron): the same values, with gradients.
 
     Every member's firing condition gets the surrogate derivative: k's gradient is the sum over
     members j of ``g(v - j·q)`` (``q = θ/m``, so θ enters each member's threshold), and for a signed
@@ -257,7 +267,7 @@ def run_surrogate_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[to
 
 
 def zif(gamma: float = 1.0):
-    """The ZIF triangle surrogate of docs/methods.md §8: forward ``1[z >= 0]``, derivative
+    """The ZIF triangle surrogate of docs/methods.md#training: forward ``1[z >= 0]``, derivative
     ``(1/γ)² · max(0, γ - |z|)``. That is SpikingJelly's ``PiecewiseQuadratic`` with ``alpha = 1/γ``
     (its derivative ``α - α²|z|`` for ``|z| <= 1/α``, else 0), so it is returned as one."""
     from spikingjelly.activation_based import surrogate

@@ -1,5 +1,5 @@
-"""In-place torch loop for group neurons (docs/methods.md §14): :func:`sjconv.neurons.rules.group_step`
-bit for bit, on buffers allocated once per call, as :mod:`sjconv.neurons.torch_backend` does for
+"""In-place torch loop for group neurons (docs/methods.md#group-neuron): :func:`sjconv.neurons.rules.group_step`
+bit for bit, on buffers allocated once per call, as :mod:`sjconv.neurons.kernels.torch_backend` does for
 the IF kinds (same blocks of neurons, same 0/1 flags in float32, same return convention).
 
 Per step and block: ``v += x``; k = Σ_j 1[v ≥ j·q] (one compare and one add per member, thresholds
@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from . import rules
-from .torch_backend import BLOCK, DTYPES, _dense, _flat
+from .. import rules
+from .torch_backend import DTYPES, run_blocked
 
 
 def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor], mask: Optional[torch.Tensor],
@@ -45,18 +45,7 @@ def run_steps(x_seq: torch.Tensor, v: torch.Tensor, count: Optional[torch.Tensor
             state["allowed"] = torch.empty_like(vw)
         xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
         vs = list(v_seq.unbind(0)) if record_v else None
-        n = vw.numel()
-        args = (float(theta), int(levels), bool(signed), neg_rule)
-        if n > BLOCK and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
-            flat = {k: _flat(t) for k, t in state.items()}
-            fx, fo = [_flat(t) for t in xs], [_flat(t) for t in outs]
-            fv = [_flat(t) for t in vs] if record_v else None
-            for a in range(0, n, BLOCK):
-                part = slice(a, min(n, a + BLOCK))
-                _steps([x[part] for x in fx], [o[part] for o in fo], [u[part] for u in fv] if record_v else None,
-                       {k: t[part] for k, t in flat.items()}, *args)
-        else:
-            _steps(xs, outs, vs, state, *args)
+        run_blocked(_steps, xs, outs, vs, state, float(theta), int(levels), bool(signed), neg_rule)
         return out, vw, (state["count"] if signed else count), v_seq
 
 

@@ -13,24 +13,20 @@ Two further choices make it fast on the CPU:
   five buffers, which at 1M neurons no longer fit). The operations per element are unchanged.
   On the CPU only: on a GPU every operation is a kernel launch, and blocks would multiply the
   launches (a signed [64, 4M] layer: 8192 launches instead of 512) for no cache benefit.
-- 0/1 flags in float32, not bool: bool comparisons and bool masks are much slower on the CPU
-  (figures below).
+- 0/1 flags in float32, not bool: on the CPU, comparisons writing bool or uint8, masked writes
+  with a bool mask (``torch.where``, ``masked_fill_``) and mixed float32/int8 operands are several
+  times slower than float32 operations, so every buffer is float32.
 
-What this costs: every torch operation is one pass over the block, and on the CPU a pass costs
-about the same whatever the operation (a float32 ``add_``, ``ge`` into a float32 flag, ``maximum``,
-``sub_`` or ``mul``: 0.1-0.15 ns per neuron on one core of the CI machine), while comparisons
-writing bool or uint8 cost 4-9 times more, ``torch.where``/``masked_fill_`` with a bool mask 10-30
-times and mixed float32/int8 operands 1.5-2 times, so every buffer is float32. The IF kinds need
-4 passes per step (add, compare, reset, output), the least any loop of torch operations can do,
-and run at about the speed of the minimal in-place loop of ``benchmarks/neuron_kernels.py``. A
-signed kind takes 8: the same 4, the count update, and 3 for the negative spike (``v < 0``,
-``count > 0``, their product taken off ``s``): each operation gives one value per neuron, the
-spike is a three-way function of two thresholds and the count, and no exact formulation with
-fewer passes was found. Folding the two tests into ``max(v, -count) < 0`` keeps 3 passes
-(``maximum``, ``lt``, ``sub_``) and was about 7% faster in a trial, not worth a second count
-convention (negated, and scaled for SNM). So the signed kinds stay at about 1.6-2x the minimal
-loop on the CPU; only a fused kernel (the ``cupy`` backend on the GPU: one pass for all T steps)
-does better.
+What this costs: each torch operation is one pass over the block, and on the CPU a pass costs
+about the same whatever the float32 operation, so the number of passes per step is the cost. The
+IF kinds need 4 (add, compare, reset, output), the least any loop of torch operations can do, and
+run at about the speed of the minimal in-place loop of ``benchmarks/neuron_kernels.py`` (which
+measures both on the machine at hand). A signed kind takes 8: the same 4, the count update, and 3
+for the negative spike (``v < 0``, ``count > 0``, their product taken off ``s``): each operation
+gives one value per neuron, the spike is a three-way function of two thresholds and the count,
+and no exact formulation with fewer passes was found (folding the two tests into
+``max(v, -count) < 0`` keeps 3 passes and would need a second count convention). Only a fused
+kernel (the ``cupy`` backend on the GPU: one pass for all T steps) does better.
 
 It is for inference: nothing is recorded for autograd, and an input that needs a gradient is
 refused (use the reference loop to train). Callers pick it when
@@ -61,8 +57,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError
-from . import rules
+from ...errors import ConfigError
+from .. import rules
+from .launch import fills_storage, storage_view
 
 #: input dtypes the in-place loop handles (the state is float32 for all of them)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -105,22 +102,6 @@ BLOCK = 1 << 18
 BLOCK_DEVICES = ("cpu",)
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill ``numel`` consecutive storage slots (any dim order,
-    e.g. contiguous or channels_last; no gaps, no overlap)."""
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """A dense tensor as a 1-D view of its storage, in memory order."""
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
 def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
     T = x_seq.shape[0]
     out = torch.empty_like(x_seq)  # as the reference: same dtype and strides as the input
@@ -141,19 +122,28 @@ def _run(x_seq, v, count, mask, theta, signed, neg_rule, record_v):
         state["positive"] = torch.empty_like(vw)               # count > 0
     xs, outs = list(x_seq.unbind(0)), list(out.unbind(0))
     vs = list(v_seq.unbind(0)) if record_v else None
-    n = vw.numel()
-    if n > BLOCK and vw.device.type in BLOCK_DEVICES and _dense(vw) and all(t.stride() == vw.stride() for t in xs + outs + (vs or [])):
-        # same strides everywhere: the k-th storage slot of every tensor is the same neuron
-        flat = {k: _flat(t) for k, t in state.items()}
-        xs, outs = [_flat(t) for t in xs], [_flat(t) for t in outs]
-        vs = [_flat(t) for t in vs] if record_v else None
+    run_blocked(_steps, xs, outs, vs, state, theta, signed, neg_rule)
+    return out, vw, (state["count"] if signed else count), v_seq
+
+
+def run_blocked(steps, xs, outs, vs, state, *args) -> None:
+    """``steps(xs, outs, vs, state, *args)`` on a whole layer (``xs``/``outs``/``vs``: one tensor per
+    step; ``state``: the buffers, ``state['v']`` among them), in blocks of :data:`BLOCK` neurons
+    when the layer is larger, on a device of :data:`BLOCK_DEVICES`, and every tensor has the dense
+    strides of ``v`` (then the k-th storage slot of every tensor is the same neuron); else in one."""
+    v = state["v"]
+    n = v.numel()
+    if n > BLOCK and v.device.type in BLOCK_DEVICES and fills_storage(v) and \
+            all(t.stride() == v.stride() for t in xs + outs + (vs or [])):
+        flat = {k: storage_view(t) for k, t in state.items()}
+        xs, outs = [storage_view(t) for t in xs], [storage_view(t) for t in outs]
+        vs = [storage_view(t) for t in vs] if vs is not None else None
         for a in range(0, n, BLOCK):
             part = slice(a, min(n, a + BLOCK))
-            _steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if record_v else None,
-                   {k: t[part] for k, t in flat.items()}, theta, signed, neg_rule)
+            steps([x[part] for x in xs], [o[part] for o in outs], [u[part] for u in vs] if vs is not None else None,
+                  {k: t[part] for k, t in flat.items()}, *args)
     else:
-        _steps(xs, outs, vs, state, theta, signed, neg_rule)
-    return out, vw, (state["count"] if signed else count), v_seq
+        steps(xs, outs, vs, state, *args)
 
 
 def _steps(xs, outs, vs, state, theta, signed, neg_rule):

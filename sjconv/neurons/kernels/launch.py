@@ -12,7 +12,26 @@ from typing import NamedTuple
 import torch
 
 
-def _dense(t: torch.Tensor) -> bool:
+def fills_storage(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill ``numel`` consecutive storage slots (any dim order, e.g.
+    contiguous or channels_last; no gaps, no overlap): the in-place torch loops then run on
+    :func:`storage_view` in blocks."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def storage_view(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that :func:`fills_storage`, as a 1-D view of its storage in memory order."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def kernel_ready(t: torch.Tensor) -> bool:
+    """Whether a fused kernel can read one step ``t`` in place: contiguous, channels_last or
+    channels_last_3d (a narrower test than :func:`fills_storage`: the states get these strides)."""
     return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) \
         or (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
 
@@ -48,7 +67,7 @@ def prepare(x_seq, v, count, mask, signed: bool) -> Launch:
     """Arrange a launch on the storage as it is: one dense step (contiguous or channels_last)
     is used in place, anything else is copied to contiguous; states get the step's strides."""
     step = x_seq[0] if x_seq.shape[0] else x_seq.new_empty(x_seq.shape[1:])
-    if not _dense(step):
+    if not kernel_ready(step):
         x_seq = x_seq.contiguous()
         step = x_seq[0]
     out = torch.empty_like(x_seq)

@@ -19,7 +19,7 @@ The probes:
   [1, -1], a flushing kernel [1, 0]; the probe starts with exactly that);
 - a size that is not a multiple of the block size, an SRP mask, and every run split into two
   calls, so the initial state is read and the final state written back;
-- group neurons (variants ``(signed, masked, snm, levels)``, docs/methods.md §14): a grid of q/2
+- group neurons (variants ``(signed, masked, snm, levels)``, docs/methods.md#group-neuron): a grid of q/2
   (q = θ/m a power of two) on which the potential lands exactly on member thresholds j·q, on 0 and
   on -j·q; noise with q halfway between two values of the dtype (outputs round at a tie); noise
   with θ = 0.7, whose thresholds j·q are rounded products; for m = 1 (the IF neuron), 3 and 8.
@@ -29,8 +29,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..errors import BackendUnavailableError
-from . import rules
+from ...errors import BackendUnavailableError
+from .. import rules
 
 PROBE_STEPS = 24
 PROBE_NEURONS = 3 * 256 + 77
@@ -113,7 +113,7 @@ def mismatches(run: Callable, device, dtype, variants: Iterable) -> list:
     variants = [v for v in variants if len(v) == 3]
     for theta, x_seq in probes(device, dtype):
         for signed, masked, snm in variants:
-            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / 2, device=device)
+            v0 = torch.full((PROBE_NEURONS,), rules.start_potential(theta, signed, "snm" if snm else "qcfs"), device=device)
             c0 = torch.zeros(PROBE_NEURONS, device=device)
             m = mask if masked else None
             got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm)
@@ -131,7 +131,8 @@ def _group_mismatches(run: Callable, device, dtype, variants, mask) -> list:
     found = []
     for signed, masked, snm, levels in variants:
         for theta, x_seq in group_probes(device, dtype, levels):
-            v0 = torch.full((PROBE_NEURONS,), 0.0 if snm else theta / levels / 2, device=device)
+            v0 = torch.full((PROBE_NEURONS,), rules.start_potential(theta, signed, "snm" if snm else "qcfs", levels),
+                            device=device)
             c0 = torch.zeros(PROBE_NEURONS, device=device)
             m = mask if masked else None
             got = _split_run(run, x_seq, v0, c0, m, theta, signed, snm, levels=levels)

@@ -1,4 +1,4 @@
-"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md §2-§4, §14).
+"""Fused CuPy kernels: one launch runs all T steps of a neuron layer (docs/methods.md#if-neuron, docs/methods.md#signed-neuron, docs/methods.md#srp, docs/methods.md#group-neuron).
 
 Each thread owns one neuron: it loads ``v`` (and the signed count, and the SRP mask) once,
 keeps them in registers for all T steps, reads every input once, writes every output once and
@@ -22,20 +22,21 @@ torch backend.
   :class:`~sjconv.errors.BackendUnavailableError` messages with the fix.
 - inference only: inputs that require grad are refused (the kernel has no backward).
 - self-checked: the first launch for a device and dtype is preceded by a bit-exact comparison of
-  every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernel_check`).
-- group neurons (§14): ``sjconv_group_neuron`` takes the unit q (θ/m rounded to float32) and the
+  every kernel variant with the rules on probe inputs (:mod:`sjconv.neurons.kernels.kernel_check`).
+- group neurons (docs/methods.md#group-neuron): ``sjconv_group_neuron`` takes the unit q (θ/m rounded to float32) and the
   member count m as arguments; member j's threshold is ``j·q`` rounded once to float32, as in the
   rules, and the members are counted up from the lowest (thresholds never decrease with j, so the
   members that fire are always the first k).
 """
 
 import functools
+import os
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailableError, ConfigError
+from ...errors import BackendUnavailableError, ConfigError
 from . import kernel_check
 from .launch import prepare
 
@@ -43,117 +44,15 @@ __all__ = ["multi_step", "prepare", "require_cupy", "check_environment", "kernel
            "check_input",
            "external_stream"]
 
-_SOURCE = r"""
-typedef unsigned short u16;
+#: the kernels' CUDA source (a package data file, read when a module is built and by the host tests)
+SOURCE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "neuron.cu")
 
-/* Float32 arithmetic and comparisons, rounded to nearest and never flushing subnormals.
-   CuPy compiles with -ftz=true (and -ftz=false after it does not undo that), which would turn
-   a + b, __fadd_rn and a < b into .ftz instructions: a subnormal potential would read as 0 and
-   the spikes differ from the torch backend. Inline PTX is emitted as written, so the device
-   code has no .ftz; the host fallback is what tests compile with g++ (-ffp-contract=off). */
-#ifdef __CUDA_ARCH__
-#define SJ_BINARY(name, op) __device__ __forceinline__ float name(float a, float b) { \
-  float r; asm(op " %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-#define SJ_COMPARE(name, cmp) __device__ __forceinline__ bool name(float a, float b) { \
-  unsigned int r; asm("{ .reg .pred p; setp." cmp ".f32 p, %1, %2; selp.u32 %0, 1, 0, p; }" \
-                      : "=r"(r) : "f"(a), "f"(b)); return r != 0; }
-SJ_BINARY(sj_add, "add.rn.f32") SJ_BINARY(sj_sub, "sub.rn.f32") SJ_BINARY(sj_mul, "mul.rn.f32")
-SJ_COMPARE(sj_ge, "ge") SJ_COMPARE(sj_gt, "gt") SJ_COMPARE(sj_lt, "lt") SJ_COMPARE(sj_le, "le")
-__device__ __forceinline__ float sj_neg(float a) { float r; asm("neg.f32 %0, %1;" : "=f"(r) : "f"(a)); return r; }
-__device__ __forceinline__ float sj_h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-__device__ __forceinline__ u16 sj_f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
-__device__ __forceinline__ float sj_bits2f(unsigned int u) { return __uint_as_float(u); }
-__device__ __forceinline__ unsigned int sj_f2bits(float f) { return __float_as_uint(f); }
-#else   /* host fallback (tests): sj_h2f, sj_f2h, sj_bits2f and sj_f2bits come from the includer */
-static inline float sj_add(float a, float b) { return a + b; }
-static inline float sj_sub(float a, float b) { return a - b; }
-static inline float sj_mul(float a, float b) { return a * b; }
-static inline bool sj_ge(float a, float b) { return a >= b; }
-static inline bool sj_gt(float a, float b) { return a > b; }
-static inline bool sj_lt(float a, float b) { return a < b; }
-static inline bool sj_le(float a, float b) { return a <= b; }
-static inline float sj_neg(float a) { return -a; }
-#endif
 
-/* Storage formats: load to float32, store a float32 rounded to nearest even. */
-struct F32 { typedef float T;
-  static __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
-  static __device__ __forceinline__ void store(float* p, long long i, float f) { p[i] = f; } };
-
-struct F16 { typedef u16 T;
-  static __device__ __forceinline__ float load(const u16* p, long long i) { return sj_h2f(p[i]); }
-  static __device__ __forceinline__ void store(u16* p, long long i, float f) { p[i] = sj_f2h(f); } };
-
-struct BF16 { typedef u16 T;
-  static __device__ __forceinline__ float load(const u16* p, long long i) {
-    return sj_bits2f(((unsigned int)p[i]) << 16); }
-  static __device__ __forceinline__ void store(u16* p, long long i, float f) {
-    unsigned int u = sj_f2bits(f);                 /* round to nearest even (f is finite) */
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    p[i] = (u16)(u >> 16); } };
-
-/* One thread per neuron, all steps. Variants are template parameters: the storage format D and
-   the flags SIGNED (negative spikes), MASKED (SRP output mask) and SNM (negative rule v <= -θ). */
-template <typename D, bool SIGNED, bool MASKED, bool SNM>
-__global__ void sjconv_neuron(const typename D::T* __restrict__ x, typename D::T* __restrict__ out,
-                              float* __restrict__ v, float* __restrict__ count,
-                              const unsigned char* __restrict__ mask,
-                              const long long n, const int steps, const long long x_step,
-                              const long long out_step, const float theta) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float neg_theta = sj_neg(theta);
-  float vi = v[i];
-  float ci = SIGNED ? count[i] : 0.0f;
-  const bool keep = MASKED ? (mask[i] != 0) : true;
-  #pragma unroll 4
-  for (int t = 0; t < steps; ++t) {
-    vi = sj_add(vi, D::load(x, t * x_step + i));
-    float s = 0.0f;
-    if (sj_ge(vi, theta)) {
-      s = 1.0f;
-    } else if (SIGNED && sj_gt(ci, 0.0f) && (SNM ? sj_le(vi, neg_theta) : sj_lt(vi, 0.0f))) {
-      s = -1.0f;
-    }
-    vi = sj_sub(vi, sj_mul(theta, s));
-    if (SIGNED) ci = sj_add(ci, s);
-    D::store(out, t * out_step + i, keep ? sj_mul(s, theta) : 0.0f);
-  }
-  v[i] = vi;
-  if (SIGNED) count[i] = ci;
-}
-
-template <typename D, bool SIGNED, bool MASKED, bool SNM>
-__global__ void sjconv_group_neuron(const typename D::T* __restrict__ x, typename D::T* __restrict__ out,
-                                    float* __restrict__ v, float* __restrict__ count,
-                                    const unsigned char* __restrict__ mask,
-                                    const long long n, const int steps, const long long x_step,
-                                    const long long out_step, const float q, const int levels) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) { return; }
-  float vi = v[i];
-  float ci = SIGNED ? count[i] : 0.0f;
-  const bool keep = MASKED ? (mask[i] != 0) : true;
-  for (int t = 0; t < steps; ++t) {
-    vi = sj_add(vi, D::load(x, t * x_step + i));
-    int k = 0;                                         /* members j with v >= j·q */
-    while (k < levels && sj_ge(vi, sj_mul((float)(k + 1), q))) ++k;
-    if (SIGNED && k == 0) {                            /* members j with v below -(j-1)·q (SNM: <= -j·q), c >= j */
-      int back = 0;
-      while (back < levels && sj_le((float)(back + 1), ci) &&
-             (SNM ? sj_le(vi, sj_neg(sj_mul((float)(back + 1), q))) : sj_lt(vi, sj_neg(sj_mul((float)back, q))))) ++back;
-      k = -back;
-    }
-    const float s = (float)k;
-    const float kq = sj_mul(s, q);
-    vi = sj_sub(vi, kq);
-    if (SIGNED) ci = sj_add(ci, s);
-    D::store(out, t * out_step + i, keep ? kq : 0.0f);
-  }
-  v[i] = vi;      /* the state, for the next call */
-  if (SIGNED) count[i] = ci;
-}
-"""
+@functools.lru_cache(maxsize=None)
+def kernel_source() -> str:
+    """The CUDA source of the fused kernels (:data:`SOURCE_FILE`), read once per process."""
+    with open(SOURCE_FILE, encoding="utf-8") as f:
+        return f.read()
 
 _FORMATS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 _BLOCK = 256
@@ -169,7 +68,7 @@ def _flags():
                 yield signed, masked, snm
 
 
-#: the kernel templates: the IF kinds, and the group neurons (§14)
+#: the kernel templates: the IF kinds, and the group neurons (docs/methods.md#group-neuron)
 _KERNELS = {False: "sjconv_neuron", True: "sjconv_group_neuron"}
 
 
@@ -179,7 +78,7 @@ def _name(fmt, signed, masked, snm, kernel="sjconv_neuron"):
 
 
 def group_kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> str:
-    """The group-neuron kernel (§14) of one dtype and flag combination."""
+    """The group-neuron kernel (docs/methods.md#group-neuron) of one dtype and flag combination."""
     return _name(_FORMATS[dtype], signed, masked, snm, kernel=_KERNELS[True])
 
 
@@ -272,7 +171,7 @@ def _module(device_index: int, fmt: str):
     cupy = require_cupy()
     with cupy.cuda.Device(device_index):
         try:
-            module = cupy.RawModule(code=_SOURCE, options=MODULE_OPTIONS, name_expressions=module_names(fmt))
+            module = cupy.RawModule(code=kernel_source(), options=MODULE_OPTIONS, name_expressions=module_names(fmt))
             module.compile()
         except Exception as exc:  # noqa: BLE001 - NVRTC, driver and loader errors alike
             raise _build_error(exc, device_index, fmt) from None
@@ -336,11 +235,11 @@ def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> st
 
 def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
     """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``; ``levels``: the
-    members of a group neuron (§14; None: the IF kinds).
+    members of a group neuron (docs/methods.md#group-neuron; None: the IF kinds).
 
     ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
     arguments are not modified), ``mask`` a bool tensor or None. The first call for a device and
-    dtype runs the kernel self-check (:mod:`sjconv.neurons.kernel_check`) and raises if it fails.
+    dtype runs the kernel self-check (:mod:`sjconv.neurons.kernels.kernel_check`) and raises if it fails.
     """
     check_input(x_seq)
     _ensure_verified(x_seq.device, x_seq.dtype)
