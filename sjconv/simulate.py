@@ -80,11 +80,14 @@ def simulate(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int] = 
     return torch.cat(list(iter_logits(snn, images, T, tau=tau, chunk=chunk, memory_budget=memory_budget)))
 
 
-def _count_correct(snn, images, labels, steps: Sequence[int], tau, chunk) -> Dict[int, int]:
-    """Correct predictions of one batch after every T in ``steps`` (float64 running sums)."""
+@torch.no_grad()
+def _count_correct(net, images, labels, steps: Sequence[int], tau, chunk) -> Dict[int, int]:
+    """Correct predictions of one batch after every T in ``steps`` (float64 running sums).
+    ``net``, ``images``, ``tau`` and ``chunk`` are those :func:`count_correct` has checked (and it
+    holds the eval mode), so the batch runs the protocol directly."""
     wanted, correct = set(steps), {}
     running, t = None, 0
-    for block in iter_logits(snn, images, steps[-1], tau=tau, chunk=chunk):
+    for block in protocol.run(net, images, steps[-1], tau, chunk):
         for logits in block:
             t += 1
             running = logits.double() if running is None else running + logits.double()
