@@ -95,6 +95,22 @@ def node_runner(node, x, mask=None) -> Callable[[], None]:
     return run
 
 
+@torch.no_grad()
+def calibrate(ann, images):
+    """Thresholds at the 99th percentile of each QCFS layer's positive input (layer by layer), so
+    that the neurons of a network with random weights fire; returns ``ann``."""
+    import sjconv
+
+    for layer in [m for m in ann.modules() if isinstance(m, sjconv.QCFS)]:
+        seen = []
+        handle = layer.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+        ann(images)
+        handle.remove()
+        positive = seen[0][seen[0] > 0].flatten()[:1_000_000]
+        layer.thresh.fill_(float(torch.quantile(positive.float(), 0.99)) if positive.numel() else 1.0)
+    return ann
+
+
 def failure_status(exc: BaseException) -> str:
     """A failed case's status: the first line of the error, so one bad case does not stop a run."""
     first_line = (str(exc).splitlines() or [""])[0]

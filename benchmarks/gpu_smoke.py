@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sjconv  # noqa: E402
 from sjconv.neurons import SpikingNode  # noqa: E402
 
-from _common import failure_status, markdown_table, node_runner, timed, write_outputs  # noqa: E402
+from _common import calibrate, failure_status, markdown_table, node_runner, timed, write_outputs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -187,15 +187,7 @@ def mode_flips(device, arch, batch, T, chunk, backends, method) -> list:
     """Share of neuron outputs that differ from the torch backend's 'm' run, per backend and mode."""
     torch.manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, device=device)
-    ann = sjconv.models.build(arch, num_classes=10).to(device).eval()
-    with torch.no_grad():   # thresholds at the 99th percentile of each QCFS input, so neurons fire
-        for layer in [m for m in ann.modules() if isinstance(m, sjconv.QCFS)]:
-            seen = []
-            handle = layer.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-            ann(images)
-            handle.remove()
-            positive = seen[0][seen[0] > 0].flatten()[:1_000_000]
-            layer.thresh.fill_(float(torch.quantile(positive.float(), 0.99)) if positive.numel() else 1.0)
+    ann = calibrate(sjconv.models.build(arch, num_classes=10).to(device).eval(), images)
     runs = [(b, m, c) for b in backends for m, c in (("m", None), ("m", chunk), ("s", None))]
     reference, rows = None, []
     for backend, mode, c in runs:

@@ -36,22 +36,9 @@ from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.memory import choose_chunk, enforce_budget, is_allocation_failure, parse_memory  # noqa: E402
 from sjconv.simulate import count_correct, iter_logits  # noqa: E402
 
-from _common import device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
+from _common import calibrate, device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
 
 MODES = ("s", "m", "chunked", "budget")
-
-
-@torch.no_grad()
-def calibrate(ann, images):
-    """Thresholds at the 99th percentile of each QCFS layer's positive input (layer by layer)."""
-    for layer in [m for m in ann.modules() if isinstance(m, sjconv.QCFS)]:
-        seen = []
-        h = layer.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-        ann(images)
-        h.remove()
-        pos = seen[0][seen[0] > 0].flatten()[:1_000_000]
-        layer.thresh.fill_(float(torch.quantile(pos.float(), 0.99)) if pos.numel() else 1.0)
-    return ann
 
 
 def warm_up(ann, images, backend, method):
