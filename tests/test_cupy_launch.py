@@ -25,9 +25,10 @@ from host_kernel import call, compile_for_host
 _C_TYPES = {"long long": np.int64, "int": np.int32, "float": np.float32}
 
 
-def kernel_signature(source: str):
-    """numpy scalar type of each kernel parameter, in order (pointers: uint64, as CuPy takes them)."""
-    params = re.search(r"void sjconv_neuron\((.*?)\)\s*\{", source, re.S).group(1)
+def kernel_signature(source: str, kernel: str = "sjconv_neuron"):
+    """numpy scalar type of each parameter of ``kernel`` (a template name of the source), in order
+    (pointers: uint64, as CuPy takes them)."""
+    params = re.search(r"void " + re.escape(kernel) + r"\((.*?)\)\s*\{", source, re.S).group(1)
     types = []
     for param in params.split(","):
         words = param.replace("__restrict__", "").replace("const", "").split()
@@ -95,7 +96,7 @@ class FakeModule:
         assert name in self.names
         assert self.fake.device == self.device, "kernel resolved outside its module's device"
         self.fake.resolved.append((self.device, name))
-        return FakeKernel(self.fake, name, self.device, kernel_signature(self.code))
+        return FakeKernel(self.fake, name, self.device, kernel_signature(self.code, name.split("<")[0]))
 
 
 class FakeKernel:
@@ -114,7 +115,11 @@ class FakeKernel:
         n = int(args[5])
         assert len(grid) == 1 and len(block) == 1 and grid[0] * block[0] >= n > (grid[0] - 1) * block[0]
         fake.launches.append((self.device, self.name, grid, block))
-        call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:], grid[0], block[0])
+        if self.name.startswith("sjconv_group_neuron<"):   # (q, levels): host_kernel.call takes θ = q·m (exact)
+            q, levels = float(args[9]), int(args[10])
+            call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:9], q * levels, grid[0], block[0], levels)
+        else:
+            call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:], grid[0], block[0])
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +213,24 @@ def test_the_stand_in_catches_a_wrong_argument_type(fake_cupy, monkeypatch):
 
 
 def test_signature_parsed_from_the_source():
-    assert kernel_signature(cb.kernel_source()) == [np.uint64] * 5 + [np.int64, np.int32, np.int64, np.int64, np.float32]
+    head = [np.uint64] * 5 + [np.int64, np.int32, np.int64, np.int64]
+    assert kernel_signature(cb.kernel_source()) == head + [np.float32]
+    assert kernel_signature(cb.kernel_source(), "sjconv_group_neuron") == head + [np.float32, np.int32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_every_variant_passes_the_self_check_through_the_launch_path(fake_cupy, dtype):
+    """The GPU's self-check (all 24 variants: 6 IF kinds, 6 group kinds at m = 1, 3, 8) run through
+    ``_fused`` and the stand-in's launches, each checked against its own kernel's signature
+    (the group kernel takes 11 arguments: q and m in place of θ)."""
+    from sjconv.neurons.kernels import kernel_check
+
+    variants = list(cb._flags()) + kernel_check.group_variants(cb._flags())
+    assert len(variants) == 24
+    assert kernel_check.mismatches(cb._fused, torch.device("cpu"), dtype, variants) == []
+    kernels = {name.split("<")[0] for _, name, _, _ in fake_cupy.launches}
+    assert kernels == {"sjconv_neuron", "sjconv_group_neuron"}
+    assert len({name for _, name, _, _ in fake_cupy.launches}) == 12   # every template instance launched
 
 
 @pytest.mark.parametrize("message,fix", [
@@ -283,3 +305,40 @@ def test_nodes_check_the_environment_when_built(monkeypatch):
     _environment(monkeypatch, 12)
     with pytest.raises(BackendUnavailableError, match="built for CUDA 12"):
         SpikingNode(1.0, backend="cupy")
+
+
+@pytest.mark.parametrize("levels", [None, 4])
+def test_single_step_mode_updates_the_node_state_in_place_with_the_same_results(fake_cupy, monkeypatch, levels):
+    """In 's' mode a cupy node updates its own state where it lies (no copy of v and count per
+    step); the outputs and states equal the torch backend's bit for bit, and a state tensor that
+    is not the node's own (the first call's, or one set from outside) is never written."""
+    from spikingjelly.activation_based import functional
+
+    from sjconv.neurons import SpikingNode
+
+    _environment(monkeypatch, 13)
+    monkeypatch.setattr(cb, "check_input", lambda x: None)
+    monkeypatch.setattr(cb, "_ensure_verified", lambda device, dtype: None)
+    x = torch.randn(10, 3, 7, 5) * 0.8
+    nodes = [SpikingNode(0.75, signed=True, levels=levels, step_mode="s", backend=b) for b in ("torch", "cupy")]
+    monkeypatch.setattr(cb, "require_cupy", lambda: fake_cupy)   # built: from now on the launching stand-in
+    outs, storage = [], []
+    for node in nodes:
+        functional.reset_net(node)
+        steps = []
+        for t, xt in enumerate(x):
+            steps.append(node(xt))
+            if node.backend == "cupy":
+                storage.append((node.v.data_ptr(), node.count.data_ptr()))
+                if t == 0:
+                    first_v = node.v.clone()
+                    outside = node.v   # handed out: the node cannot know, so it is written from now on
+        outs.append((torch.stack(steps), node.v, node.count))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert len(set(storage[1:])) == 1 and storage[0] == storage[1]      # one state tensor, updated in place
+    assert outside is nodes[1].v and not torch.equal(outside, first_v)   # documented: clone to keep a state
+    foreign = torch.full((3, 7, 5), 0.1)
+    nodes[1].v, kept = foreign, foreign.clone()
+    nodes[1](x[0])
+    assert torch.equal(foreign, kept) and nodes[1].v is not foreign      # set from outside: not written
+    assert len(fake_cupy.launches) == 11

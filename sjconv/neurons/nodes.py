@@ -29,6 +29,7 @@ was given (a float64 QCFS threshold stays exact; a Python float gives float32), 
 Nodes refuse to run under ``torch.compile`` (:meth:`SpikingNode.forward`, :mod:`sjconv.guards`).
 """
 
+import weakref
 from typing import Optional
 
 import torch
@@ -39,7 +40,7 @@ from ..catalog import check_levels, check_neg_rule
 from ..errors import ConfigError
 from ..catalog import PRERUNS, prerun_kind
 from . import dynamics, rules
-from .kernels import check_backend
+from .kernels import check_backend, get_backend
 from .modes import MULTI, SINGLE
 from .records import NeuronKind, NeuronState
 
@@ -221,7 +222,22 @@ class SpikingNode(BaseNode):
         v, rest = states[0], list(states[1:])
         count = rest.pop(0) if self.signed else None
         mask = rest.pop(0) if self.srp else None
-        return NeuronState(v, count, mask)
+        made = self.__dict__.get("_kernel_made")
+        owned = made is not None and made[0]() is v and (made[1] is None or made[1]() is count)
+        return NeuronState(v, count, mask, owned)
+
+    def _returned(self, state: NeuronState, fresh: bool = True):
+        """The registered-order state tuple of a call's result; remembers (weakly) the tensors a
+        fused kernel made for this node, so that its next call may update them in place (they
+        are the node's own while its memories still hold them). A reference to ``node.v`` kept
+        across calls of a fused backend therefore sees the next call's update: clone it to keep it."""
+        if fresh and get_backend(self.backend).fused and isinstance(state.v, torch.Tensor) \
+                and not state.v.requires_grad:
+            count = weakref.ref(state.count) if isinstance(state.count, torch.Tensor) else None
+            self.__dict__["_kernel_made"] = (weakref.ref(state.v), count)
+        else:
+            self.__dict__.pop("_kernel_made", None)
+        return self._join(state)
 
     def _join(self, state: NeuronState):
         """The registered-order state tuple of a :class:`NeuronState`."""
@@ -233,7 +249,7 @@ class SpikingNode(BaseNode):
         starts at :attr:`v_init` (from the current θ), ``count`` at 0. State carried from the
         last call keeps its values."""
         x = inputs[0][0] if step_mode == MULTI else inputs[0]
-        v, count, mask = self._split(states)
+        v, count, mask = self._split(states)[:3]
         dtype = rules.state_dtype(x.dtype)
 
         def as_state(value, fill):
@@ -266,7 +282,7 @@ class SpikingNode(BaseNode):
                 "with sjconv.protocol.run_prerun(net, images) (it switches to multi-step for that call), "
                 "or use sjconv.simulate")
         out, state = dynamics.step(inputs[0], self._split(states), self.kind, self.backend, self._surrogate())
-        return (out,), self._join(state)
+        return (out,), self._returned(state)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         out, states, _ = self._run_sequence(inputs[0], states, record_v=False)
@@ -276,7 +292,7 @@ class SpikingNode(BaseNode):
         """All T steps of ``x_seq`` [T, ...]; returns (outputs, final states, v per step or None)."""
         out, state, v_seq = dynamics.run_sequence(x_seq, self._split(states), self.kind, self.backend, record_v,
                                                   self._surrogate())
-        return out, self._join(state), v_seq
+        return out, self._returned(state, fresh=not record_v), v_seq
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         """One call runs all T steps; ``store_v_seq`` is honoured here instead of falling back

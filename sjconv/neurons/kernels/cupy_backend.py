@@ -233,30 +233,31 @@ def kernel_name(dtype: torch.dtype, signed: bool, masked: bool, snm: bool) -> st
     return _name(_FORMATS[dtype], signed, masked, snm)
 
 
-def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
+def multi_step(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None, in_place: bool = False):
     """Run all ``x_seq.shape[0]`` steps in one launch; returns ``(out, v, count)``; ``levels``: the
     members of a group neuron (docs/methods.md#group-neuron; None: the IF kinds).
 
     ``v``/``count`` are float32 tensors shaped like one step (updated copies are returned, the
-    arguments are not modified), ``mask`` a bool tensor or None. The first call for a device and
+    arguments are not modified; with ``in_place`` they are updated where they lie when their layout
+    allows, and returned), ``mask`` a bool tensor or None. The first call for a device and
     dtype runs the kernel self-check (:mod:`sjconv.neurons.kernels.kernel_check`) and raises if it fails.
     """
     check_input(x_seq)
     _ensure_verified(x_seq.device, x_seq.dtype)
-    return _fused(x_seq, v, count, mask, theta, signed, snm, levels)
+    return _fused(x_seq, v, count, mask, theta, signed, snm, levels, in_place)
 
 
 def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None):
+def _fused(x_seq, v, count, mask, theta: float, signed: bool, snm: bool, levels=None, in_place: bool = False):
     """:func:`multi_step` without the input checks and the self-check: one launch on torch's
     current stream of the input's device, inside that device's CuPy context. Group neurons
     (``levels`` = m) get the unit q = θ/m rounded to float32 (as torch rounds the scalar of
     ``k * q``) and m as their last arguments instead of θ."""
     cupy = require_cupy()
-    launch = prepare(x_seq, v, count, mask, signed)
+    launch = prepare(x_seq, v, count, mask, signed, in_place)
     result = launch.out, launch.v, (launch.count if signed else None)
     if launch.n == 0 or launch.steps == 0:
         return result

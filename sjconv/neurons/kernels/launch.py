@@ -63,9 +63,12 @@ class Launch(NamedTuple):
                 self.mask.data_ptr(), self.n, self.steps, self.x.stride(0), self.out.stride(0))
 
 
-def prepare(x_seq, v, count, mask, signed: bool) -> Launch:
+def prepare(x_seq, v, count, mask, signed: bool, in_place: bool = False) -> Launch:
     """Arrange a launch on the storage as it is: one dense step (contiguous or channels_last)
-    is used in place, anything else is copied to contiguous; states get the step's strides."""
+    is used in place, anything else is copied to contiguous; states get the step's strides.
+    ``in_place``: ``v`` and ``count`` are the caller's own and are updated where they lie when
+    their layout allows (else, and by default, the launch gets copies and the arguments stay
+    untouched): a step in 's' mode then reads and writes the state once instead of also copying it."""
     step = x_seq[0] if x_seq.shape[0] else x_seq.new_empty(x_seq.shape[1:])
     if not kernel_ready(step):
         x_seq = x_seq.contiguous()
@@ -74,8 +77,8 @@ def prepare(x_seq, v, count, mask, signed: bool) -> Launch:
     if x_seq.shape[0] and out[0].stride() != step.stride():
         x_seq, out = x_seq.contiguous(), torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         step = x_seq[0]
-    v = _like(v, step, torch.float32, fresh=True)
-    count = _like(count, step, torch.float32, fresh=True) if signed else v
+    v = _like(v, step, torch.float32, fresh=not in_place)
+    count = _like(count, step, torch.float32, fresh=not in_place) if signed else v
     mask_arg = _like(mask, step, torch.bool, fresh=False) if mask is not None else v
     return Launch(x_seq, out, v, count, mask_arg, step.numel(), x_seq.shape[0])
 

@@ -33,12 +33,14 @@ def _torch_run(x_seq, state: NeuronState, kind: NeuronKind, record_v: bool):
 
 
 def _cupy_run(x_seq, state: NeuronState, kind: NeuronKind, record_v: bool):
-    """One fused CuPy launch for all steps; with ``record_v``, one launch per step (to read v)."""
-    def launch(x, v, count):
-        return cupy_backend.multi_step(x, v, count, state.mask, kind.theta, kind.signed, kind.snm, kind.levels)
+    """One fused CuPy launch for all steps (the state updated in place when the node owns it);
+    with ``record_v``, one launch per step (to read v), on copies."""
+    def launch(x, v, count, in_place=False):
+        return cupy_backend.multi_step(x, v, count, state.mask, kind.theta, kind.signed, kind.snm, kind.levels,
+                                       in_place)
 
     if not record_v:
-        out, v, count = launch(x_seq, state.v, state.count)
+        out, v, count = launch(x_seq, state.v, state.count, state.owned)
         return out, state._replace(v=v, count=count), None
     outs, v_steps = [], []
     v, count = state.v, state.count
