@@ -1,8 +1,10 @@
-"""Shared helpers of the benchmark scripts: timing, peak memory, and JSON + markdown output."""
+"""Shared helpers of the benchmark scripts: timing, peak memory, JSON + markdown output written
+after every row (:class:`Results`), and a stop by SIGINT/SIGTERM that keeps what was measured."""
 
 import json
 import os
 import platform
+import signal
 import time
 from typing import Callable, Dict, List, Sequence
 
@@ -24,11 +26,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _summary(times: List[float], prefix: str = "") -> Dict:
+    """Median, fastest and slowest of ``times`` (ms) and their number, as ``{prefix}ms`` etc."""
+    times = sorted(times)
+    return {f"{prefix}ms": times[len(times) // 2], f"{prefix}ms_min": times[0], f"{prefix}ms_max": times[-1],
+            f"{prefix}runs": len(times)}
+
+
 def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmup: int = 0,
           queued: bool = False) -> Dict:
-    """Median time (ms) of ``fn`` over ``repeat`` runs after ``warmup`` (and the fastest run,
-    ``ms_min``: on a shared CPU the least disturbed one), and its peak memory (GiB, CUDA only:
-    the allocator's peak during the timed runs).
+    """Median time (ms) of ``fn`` over ``repeat`` runs after ``warmup`` untimed ones, the fastest
+    (``ms_min``: on a shared CPU the least disturbed one) and slowest (``ms_max``) run, the number
+    of runs (``runs``), and the peak memory (``peak_gib``, CUDA only: the allocator's peak during
+    the timed runs).
 
     By default each run is timed by the wall clock and ends with a device synchronisation (what
     a user waiting for a result sees). With ``queued`` on CUDA the runs are launched back to
@@ -55,15 +65,14 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1, warmu
             fn()
             sync(device)
             times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"ms": times[len(times) // 2], "ms_min": times[0], "peak_gib": peak}
+    return {**_summary(times), "peak_gib": peak}
 
 
 def timed_against(fn: Callable[[], object], base: Callable[[], object], device: torch.device,
                   repeat: int = 1, warmup: int = 0) -> Dict:
     """:func:`timed` for ``fn``, with its runs alternating with runs of ``base`` (wall clock):
-    ``{"ms", "ms_min"}`` of ``fn`` and ``{"base_ms", "base_ms_min"}`` of ``base``. On a machine
+    ``{"ms", "ms_min", "ms_max", "runs"}`` of ``fn`` and the same with ``base_`` of ``base``. On a machine
     shared with other work the load changes over a benchmark; timed side by side, the two see the
     same load, so ``ms_min / base_ms_min`` is a fair ratio where separate timings are not."""
     for _ in range(warmup):
@@ -77,10 +86,7 @@ def timed_against(fn: Callable[[], object], base: Callable[[], object], device: 
             f()
             sync(device)
             out.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    base_times.sort()
-    return {"ms": times[len(times) // 2], "ms_min": times[0],
-            "base_ms": base_times[len(base_times) // 2], "base_ms_min": base_times[0]}
+    return {**_summary(times), **_summary(base_times, "base_")}
 
 
 def node_runner(node, x, mask=None) -> Callable[[], None]:
@@ -93,6 +99,38 @@ def node_runner(node, x, mask=None) -> Callable[[], None]:
             node.mask = mask
         node(x)
     return run
+
+
+def sj_if_fastest(x: torch.Tensor, theta: float):
+    """SpikingJelly 2.0's IF neuron in its fastest configuration for ``x``'s dtype, as the
+    baseline of the neuron kernels: ``(run, info)``.
+
+    ``run()`` is one call of ``functional.if_multi_step`` (what ``IFNode(v_reset=None,
+    step_mode='m').multi_step_forward`` calls) from v0 = θ/2 with a **float32 potential** whatever
+    the input dtype: then SpikingJelly runs its registered operator (Triton on a GPU unless its
+    optional native CUDA build is installed), with float32 arithmetic as sjconv's kernels. An
+    ``IFNode`` module would materialise its potential in the input's dtype, and for bf16/fp16
+    input run SpikingJelly's slow reference loop in half precision: neither the fastest nor equal
+    precision. ``info``: ``label`` (implementation, potential and spike precision, what it
+    writes), ``impl`` and ``extra_bytes_per_neuron`` (bytes per neuron beside reading x and writing
+    the spikes: the potential read and written, and the float32 ``charged`` [T, N] tensor it
+    writes for its backward even in inference, per step, folded in as bytes per neuron)."""
+    from spikingjelly.activation_based import functional
+
+    v0 = torch.full_like(x[0], theta / 2, dtype=torch.float32)
+    impl = "torch (CPU)"
+    if x.is_cuda:
+        try:
+            impl = functional.neuron_implementation("if", x.device)["implementation"]
+        except Exception as exc:  # noqa: BLE001 - recorded; the run itself says whether it works
+            impl = f"unknown ({type(exc).__name__})"
+    steps = x.shape[0]
+    label = f"{impl}, fp32 potential and arithmetic, {str(x.dtype).replace('torch.', '')} spikes, +fp32 charged"
+    info = {"impl": impl, "label": label, "extra_bytes_per_neuron": 8 + 4 * steps}
+
+    def run():
+        return functional.if_multi_step(x, v0, theta, None)
+    return run, info
 
 
 @torch.no_grad()
@@ -130,11 +168,57 @@ def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def stop_on_signals() -> None:
+    """SIGINT (what ``run_gpu_checks.sh`` sends at a step's time limit) and SIGTERM raise
+    KeyboardInterrupt, so a benchmark can write what it measured before it stops, also where
+    its parent started it with SIGINT ignored."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+class Results:
+    """A benchmark's results file pair, written after every row: ``PREFIX.json`` (the payload,
+    its ``rows``, and ``complete``: False until :meth:`finish`; ``cut``: why it stopped early)
+    and ``PREFIX.md`` (the table). A run stopped by its time limit keeps every finished row."""
+
+    def __init__(self, prefix: str, payload: Dict, columns: Sequence[str]):
+        self.prefix, self.payload, self.columns = prefix, dict(payload, complete=False), list(columns)
+        self.rows = self.payload.setdefault("rows", [])
+        self.write()
+
+    def add(self, row: Dict) -> Dict:
+        self.rows.append(row)
+        self.write()
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        return row
+
+    def table(self) -> str:
+        columns = [c for c in self.columns if any(c in r for r in self.rows)] or self.columns
+        return markdown_table(self.rows, columns)
+
+    def write(self) -> None:
+        write_outputs(self.prefix, self.payload, self.table())
+
+    def finish(self) -> None:
+        self.payload["complete"] = True
+        self.write()
+        print(self.table())
+
+    def cut(self, why: str) -> int:
+        """Record that the run stopped early (``why``), write, and return the exit status 130."""
+        self.payload["cut"] = why
+        self.write()
+        print(f"stopped early ({why}): {len(self.rows)} rows written to {self.prefix}.json", flush=True)
+        return 130
+
+
 def write_outputs(prefix: str, payload: Dict, table: str) -> None:
     """``PREFIX.json`` (everything) and ``PREFIX.md`` (the table), directories created as needed."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(table + "\n")
+    for suffix, text in ((".json", json.dumps(payload, indent=2) + "\n"), (".md", table + "\n")):
+        with open(prefix + suffix + ".tmp", "w") as f:   # whole files only: a stop mid-write keeps the last one
+            f.write(text)
+        os.replace(prefix + suffix + ".tmp", prefix + suffix)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Neuron-layer kernels on [T, N] inputs: median time of a plain torch time loop, SpikingJelly
-2.0's IFNode(v_reset=None) and HalfThresholdIFNode ('m' mode), and sjconv's torch and cupy
-backends for every node type, next to the device's measured copy bandwidth.
+2.0's IF neuron in its fastest configuration, and sjconv's torch and cupy backends for every node
+type, next to the device's measured copy bandwidth.
 
     python benchmarks/neuron_kernels.py --out benchmarks/results/neuron_kernels
     python benchmarks/neuron_kernels.py --device cpu          # [32, 1M], 5 repeats
@@ -20,7 +20,19 @@ runs of the minimal loop (``timed_against``), so the ratio holds even when other
 machine and its load changes during the benchmark.
 Bandwidth of a kernel = (bytes of x read + output written + states read and written) / time;
 its fraction of the copy bandwidth (a copy of the same [T, N] tensor) is the figure of merit for
-an elementwise kernel. Writes PREFIX.json and PREFIX.md.
+an elementwise kernel. Every row has the median, fastest and slowest of ``--repeat`` runs after
+``--warmup`` untimed ones (``ms``, ``ms_min``, ``ms_max``).
+
+SpikingJelly's IF neuron runs as :func:`_common.sj_if_fastest` sets it up: the registered
+operator of ``IFNode`` ('m', soft reset, start θ/2) with a float32 potential for every input
+dtype (the precision of sjconv's kernels; a ``IFNode`` module given bf16 input would keep its
+potential in bf16 and run SpikingJelly's slow reference loop), on the implementation SpikingJelly
+selects (Triton on a GPU without its optional native build). Its row names the implementation and
+precision (``sj_impl``), its bandwidth counts what it writes besides the spikes (the float32
+``charged`` tensor), and ``speedup_vs_sj_ifnode`` compares every row's time with it.
+
+Writes PREFIX.json and PREFIX.md after every row (``complete`` false until the end; a run stopped
+by SIGINT/SIGTERM keeps its rows and says ``cut``).
 """
 
 import argparse
@@ -31,17 +43,18 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spikingjelly.activation_based import neuron  # noqa: E402
-
 from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.neurons import BACKENDS, METHODS, SpikingNode, get_backend, rules  # noqa: E402
 from sjconv.neurons.kernels import torch_backend  # noqa: E402
 
-from _common import (device_info, failure_status, markdown_table, node_runner, timed, timed_against,  # noqa: E402
-                     write_outputs)
+from _common import (Results, device_info, failure_status, node_runner, sj_if_fastest, stop_on_signals,  # noqa: E402
+                     timed, timed_against)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MINIMAL = "minimal in-place loop"
+SJ_IF = "SpikingJelly IFNode (fastest)"
+COLUMNS = ["T", "N", "node", "impl", "ms", "ms_min", "ms_max", "GB_s", "of_copy", "speedup_vs_sj_ifnode", "sj_impl",
+           "vs_minimal", "vs_minimal_min", "status"]
 
 
 def plain_loop(x, theta):
@@ -117,81 +130,83 @@ def main(argv=None):
     repeat = args.repeat if args.repeat is not None else (20 if on_cuda else 5)
     warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
     theta = 1.0
-    rows = []
-    with torch.no_grad():
-        for shape in shapes:
-            T, N = (int(v) for v in shape.lower().split("x"))
-            x = (torch.randn(T, N, device=device) * 0.8).to(dtype)
-            io_bytes = 2 * x.numel() * x.element_size()
-            dst = torch.empty_like(x)
-            mask = torch.rand(x.shape[1:], device=device) > 0.3   # an SRP mask, made outside the timing
-            copy = timed(lambda: dst.copy_(x), device, repeat, warmup, queued=True)["ms"]
-            copy_bw = io_bytes / copy / 1e6  # GB/s
-            rows.append({"T": T, "N": N, "impl": "copy (x -> y)", "ms": copy, "GB_s": copy_bw, "of_copy": 1.0})
-            minimal = lambda: minimal_inplace_loop(x, theta)  # noqa: E731
-            cases = [("IF", "plain torch loop", lambda: plain_loop(x, theta), 4),
-                     ("IF", MINIMAL, minimal, 4),
-                     ("IF", "SpikingJelly IFNode(v_reset=None)",
-                      node_runner(neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="m"), x), 4),
-                     ("IF", "SpikingJelly HalfThresholdIFNode",
-                      node_runner(neuron.HalfThresholdIFNode(v_threshold=theta, step_mode="m"), x), 4)]
-            for method, record in METHODS.items():
-                signed, srp = record.signed, record.node.PRERUN == "srp"
-                levels = GROUP_LEVELS if record.group else None
-                state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
-                for neg_rule in (("qcfs", "snm") if signed else ("qcfs",)):
-                    kind = method + (" (snm)" if neg_rule == "snm" else "")
-                    for impl, run_steps in LOOPS:
-                        cases.append((kind, impl, loop_runner(run_steps, x, theta, signed, neg_rule,
-                                                              mask if srp else None, levels), state_bytes))
-                for backend in BACKENDS:
-                    if get_backend(backend).needs_cuda and not on_cuda:
-                        rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
-                                     "status": "skipped: CUDA only"})
-                        continue
-                    try:
-                        node = SpikingNode(theta, signed=signed, prerun="srp" if srp else None, step_mode="m", backend=backend,
-                                           levels=levels)
-                    except SjconvError as exc:
-                        rows.append({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
-                                     "status": str(exc)})
-                        continue
-                    cases.append((method, f"sjconv {backend}", node_runner(node, x, mask if srp else None),
-                                  state_bytes))
-            for node_name, impl, fn, state_bytes in cases:
-                row = {"T": T, "N": N, "node": node_name, "impl": impl}
-                try:
-                    if on_cuda or impl == MINIMAL:
-                        timing = timed(fn, device, repeat, warmup, queued=True)
-                    else:   # side by side with the minimal loop: both see the same load
-                        timing = timed_against(fn, minimal, device, repeat, warmup)
-                        row.update(vs_minimal=timing["ms"] / timing["base_ms"],
-                                   vs_minimal_min=timing["ms_min"] / timing["base_ms_min"])
-                except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
-                    row["status"] = failure_status(exc)
-                    rows.append(row)
-                    continue
-                ms = timing["ms"]
-                bw = (io_bytes + state_bytes * N) / ms / 1e6
-                row.update(ms=ms, ms_min=timing["ms_min"], GB_s=bw, of_copy=bw / copy_bw, status="ok")
-                rows.append(row)
-                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    for r in rows:
-        base = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
-                     and b["impl"] == "SpikingJelly IFNode(v_reset=None)" and "ms" in b), None)
-        if base and "ms" in r and r.get("node"):
-            r["speedup_vs_sj_ifnode"] = base["ms"] / r["ms"]
-        yardstick = next((b for b in rows if b["T"] == r["T"] and b["N"] == r["N"]
-                           and b["impl"] == MINIMAL and "ms" in b), None)
-        if yardstick and "ms" in r and r.get("node"):   # CUDA rows; CPU rows were timed side by side
-            r.setdefault("vs_minimal", r["ms"] / yardstick["ms"])
-            r.setdefault("vs_minimal_min", r["ms_min"] / yardstick["ms_min"])
-    table = markdown_table(rows, ["T", "N", "node", "impl", "ms", "ms_min", "GB_s", "of_copy", "speedup_vs_sj_ifnode",
-                                  "vs_minimal", "vs_minimal_min", "status"])
-    write_outputs(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
-                             "rows": rows}, table)
-    print(table)
+    stop_on_signals()
+    results = Results(args.out, {"benchmark": "neuron_kernels", "dtype": args.dtype, "env": device_info(device),
+                                 "repeat": repeat, "warmup": warmup}, COLUMNS)
+    try:
+        with torch.no_grad():
+            for shape in shapes:
+                run_shape(results, shape, device, dtype, theta, repeat, warmup)
+    except KeyboardInterrupt as exc:
+        return results.cut(f"interrupted ({exc or 'SIGINT'})")
+    results.finish()
     return 0
+
+
+def run_shape(results, shape, device, dtype, theta, repeat, warmup):
+    """Every row of one [T, N] shape, each added to ``results`` as it is measured."""
+    on_cuda = device.type == "cuda"
+    T, N = (int(v) for v in shape.lower().split("x"))
+    x = (torch.randn(T, N, device=device) * 0.8).to(dtype)
+    io_bytes = 2 * x.numel() * x.element_size()
+    dst = torch.empty_like(x)
+    mask = torch.rand(x.shape[1:], device=device) > 0.3   # an SRP mask, made outside the timing
+    copy = timed(lambda: dst.copy_(x), device, repeat, warmup, queued=True)
+    copy_bw = io_bytes / copy["ms"] / 1e6  # GB/s
+    results.add({"T": T, "N": N, "impl": "copy (x -> y)", "ms": copy["ms"], "ms_min": copy["ms_min"],
+                 "ms_max": copy["ms_max"], "GB_s": copy_bw, "of_copy": 1.0, "status": "ok"})
+    minimal = lambda: minimal_inplace_loop(x, theta)  # noqa: E731
+    sj_run, sj_info = sj_if_fastest(x, theta)
+    # (node, impl, run, bytes per neuron besides x and the output, extra row fields)
+    cases = [("IF", "plain torch loop", lambda: plain_loop(x, theta), 4, {}),
+             ("IF", MINIMAL, minimal, 4, {}),
+             ("IF", SJ_IF, sj_run, sj_info["extra_bytes_per_neuron"], {"sj_impl": sj_info["label"]})]
+    for method, record in METHODS.items():
+        signed, srp = record.signed, record.node.PRERUN == "srp"
+        levels = GROUP_LEVELS if record.group else None
+        state_bytes = 4 * (2 if signed else 1) * 2 + (1 if srp else 0)
+        for neg_rule in (("qcfs", "snm") if signed else ("qcfs",)):
+            kind = method + (" (snm)" if neg_rule == "snm" else "")
+            for impl, run_steps in LOOPS:
+                cases.append((kind, impl, loop_runner(run_steps, x, theta, signed, neg_rule,
+                                                      mask if srp else None, levels), state_bytes, {}))
+        for backend in BACKENDS:
+            if get_backend(backend).needs_cuda and not on_cuda:
+                results.add({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}",
+                             "status": "skipped: CUDA only"})
+                continue
+            try:
+                node = SpikingNode(theta, signed=signed, prerun="srp" if srp else None, step_mode="m", backend=backend,
+                                   levels=levels)
+            except SjconvError as exc:
+                results.add({"T": T, "N": N, "node": method, "impl": f"sjconv {backend}", "status": str(exc)})
+                continue
+            cases.append((method, f"sjconv {backend}", node_runner(node, x, mask if srp else None), state_bytes, {}))
+    found = {}
+    for node_name, impl, fn, state_bytes, extra in cases:
+        row = {"T": T, "N": N, "node": node_name, "impl": impl, **extra}
+        try:
+            if on_cuda or impl == MINIMAL:
+                timing = timed(fn, device, repeat, warmup, queued=True)
+            else:   # side by side with the minimal loop: both see the same load
+                timing = timed_against(fn, minimal, device, repeat, warmup)
+                row.update(vs_minimal=timing["ms"] / timing["base_ms"],
+                           vs_minimal_min=timing["ms_min"] / timing["base_ms_min"])
+        except Exception as exc:  # e.g. CuPy missing on this machine: record, go on
+            row["status"] = failure_status(exc)
+            results.add(row)
+            continue
+        ms = timing["ms"]
+        bw = (io_bytes + state_bytes * N) / ms / 1e6
+        row.update(ms=ms, ms_min=timing["ms_min"], ms_max=timing["ms_max"], GB_s=bw, of_copy=bw / copy_bw,
+                   status="ok")
+        found[impl] = timing
+        if SJ_IF in found and impl != SJ_IF:
+            row["speedup_vs_sj_ifnode"] = found[SJ_IF]["ms"] / ms
+        if MINIMAL in found and impl != MINIMAL:   # CUDA rows; CPU rows were timed side by side
+            row.setdefault("vs_minimal", ms / found[MINIMAL]["ms"])
+            row.setdefault("vs_minimal_min", timing["ms_min"] / found[MINIMAL]["ms_min"])
+        results.add(row)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,17 @@ for growing T, per backend, in four modes:
         --T 4 16 64 256 1024 --out benchmarks/results/step_modes
 
 An 's', 'm' or chunked run that runs out of memory is recorded as OOM (the library does not
-retry those: it retries only under a budget), other failures with their message, and the run
-goes on.
-Each backend is warmed up first (CuPy compilation and self-check, cuDNN), outside the timings.
+retry those: it retries only under a budget), other failures with their own message, and the
+run goes on.
+Each backend is warmed up first (CuPy compilation and self-check, cuDNN), outside the timings;
+then every row is warmed up ``--warmup`` times with the calls it will time (the same batch per
+call: 's' 2 steps, chunked and budget 2 chunks, 'm' all T steps) and timed ``--repeat`` times:
+median (``ms_per_image``), fastest and slowest run. A budget row's chunk and retries are those of
+its last timed run (every run starts again from the chosen chunk).
 
-Writes PREFIX.json, PREFIX.md (table) and PREFIX.png (time and memory vs T per mode).
+Writes PREFIX.json and PREFIX.md (table) after every row (``complete`` false until the end; a run
+stopped by SIGINT/SIGTERM keeps its rows and says ``cut``), and PREFIX.png (time and memory vs T
+per mode) at the end or at the cut.
 Random weights (thresholds calibrated on the random images so that neurons fire).
 """
 
@@ -36,9 +42,11 @@ from sjconv.errors import SjconvError  # noqa: E402
 from sjconv.memory import choose_chunk, enforce_budget, is_allocation_failure, parse_memory  # noqa: E402
 from sjconv.simulate import count_correct, iter_logits  # noqa: E402
 
-from _common import calibrate, device_info, failure_status, markdown_table, timed, write_outputs  # noqa: E402
+from _common import Results, calibrate, device_info, failure_status, stop_on_signals, timed  # noqa: E402
 
 MODES = ("s", "m", "chunked", "budget")
+COLUMNS = ["backend", "mode", "T", "chunk", "chunk_chosen", "oom_retries", "status", "ms_per_image",
+           "ms_per_image_min", "ms_per_image_max", "runs", "images_per_s", "peak_gib"]
 
 
 def warm_up(ann, images, backend, method):
@@ -68,30 +76,32 @@ def run_case(ann, images, backend, mode, T, budget, args, device):
         row["chunk"] = chunk if chunk else (1 if mode == "s" else T)
         labels = torch.zeros(images.shape[0], dtype=torch.long, device=device)
 
-        def run():
+        def run(steps=T):
             if mode == "budget":   # the library's own path: chosen chunk, halved and rerun on OOM
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    count_correct(snn, [(images, labels)], [T], progress=False, memory_budget=budget, info=info)
-                row["chunk"], row["oom_retries"] = info["chunk_used"], row.get("oom_retries", 0) + info["oom_retries"]
+                    count_correct(snn, [(images, labels)], [steps], progress=False, memory_budget=budget, info=info)
+                row["chunk"], row["oom_retries"] = info["chunk_used"], info["oom_retries"]
             else:
-                for _ in iter_logits(snn, images, T, chunk=chunk):
+                for _ in iter_logits(snn, images, steps, chunk=chunk):
                     pass
 
-        result = timed(run, device, repeat=args.repeat, warmup=args.warmup)
+        per_call = {"s": 1, "m": T, "chunked": chunk, "budget": row.get("chunk_chosen")}[mode] or T
+        for _ in range(args.warmup):   # the calls of the timed runs (same batch per call), fewer of them
+            run(T if mode == "m" else min(T, 2 * per_call))
+        result = timed(run, device, repeat=args.repeat, warmup=0)
     except Exception as exc:  # noqa: BLE001 - recorded, and the benchmark goes on
         if is_allocation_failure(exc):   # torch's OOM and cuDNN/cuBLAS allocation failures alike
             row["status"] = "OOM" if mode != "budget" else f"OOM after {row.get('oom_retries', 0)} retries"
-        elif isinstance(exc, SjconvError):
-            row["status"] = f"does not fit: {exc}"
-        elif isinstance(exc, RuntimeError):   # e.g. a cuDNN failure at a huge batch
+        elif isinstance(exc, (SjconvError, RuntimeError)):   # its own message (a refused budget, a cuDNN failure)
             row["status"] = failure_status(exc)
         else:
             raise
         return row
     n = images.shape[0]
-    row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n,
-               images_per_s=1e3 * n / result["ms"], peak_gib=result["peak_gib"])
+    row.update(status="ok", ms=result["ms"], ms_per_image=result["ms"] / n, ms_per_image_min=result["ms_min"] / n,
+               ms_per_image_max=result["ms_max"] / n, runs=result["runs"], images_per_s=1e3 * n / result["ms"],
+               peak_gib=result["peak_gib"])
     return row
 
 
@@ -133,8 +143,8 @@ def main(argv=None):
     p.add_argument("--memory-budget", default="24GB")
     p.add_argument("--chunk", type=int, default=16, help="steps per call of the chunked mode (default: 16)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per row (median, min, max; default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per row first (default 1)")
     p.add_argument("--out", default="benchmarks/results/step_modes")
     args = p.parse_args(argv)
 
@@ -144,26 +154,28 @@ def main(argv=None):
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, 32, 32, device=device)
     ann = calibrate(sjconv.models.build(args.arch, num_classes=10).to(device).eval(), images)
-    rows = []
-    for backend in args.backends:
-        warm_up(ann, images, backend, args.method)
-        for mode in args.modes:
-            for T in args.T:
-                row = run_case(ann, images, backend, mode, T, budget, args, device)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()  # the case's network and activations are gone now
-                rows.append(row)
-                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    columns = ["backend", "mode", "T", "chunk", "chunk_chosen", "oom_retries", "status", "ms_per_image",
-               "images_per_s", "peak_gib"]
-    table = markdown_table(rows, columns)
-    payload = {"benchmark": "step_modes", "arch": args.arch, "method": args.method,
-               "batch_size": args.batch_size, "memory_budget_bytes": budget, "memory_fraction": fraction,
-               "env": device_info(device), "rows": rows}
-    write_outputs(args.out, payload, table)
+    stop_on_signals()
+    results = Results(args.out, {"benchmark": "step_modes", "arch": args.arch, "method": args.method,
+                                 "batch_size": args.batch_size, "memory_budget_bytes": budget,
+                                 "memory_fraction": fraction, "repeat": args.repeat, "warmup": args.warmup,
+                                 "env": device_info(device)}, COLUMNS)
     where = device_info(device).get("gpu", args.device)
-    plot(args.out, rows, f"{args.arch}, batch {args.batch_size}, budget {args.memory_budget} ({where})")
-    print(table)
+    title = f"{args.arch}, batch {args.batch_size}, budget {args.memory_budget} ({where})"
+    try:
+        for backend in args.backends:
+            warm_up(ann, images, backend, args.method)
+            for mode in args.modes:
+                for T in args.T:
+                    row = run_case(ann, images, backend, mode, T, budget, args, device)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()  # the case's network and activations are gone now
+                    results.add(row)
+    except KeyboardInterrupt as exc:
+        status = results.cut(f"interrupted ({exc or 'SIGINT'})")
+        plot(args.out, results.rows, title + ", cut")
+        return status
+    results.finish()
+    plot(args.out, results.rows, title)
     return 0
 
 

@@ -213,11 +213,16 @@ def test_group_neurons_bit_identical_to_torch(signed, neg_rule, dtype, levels, m
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["gn", "gn+neg"])
-def test_converted_group_network_on_cupy_equals_torch(method):
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_converted_group_network_on_cupy_equals_torch(method, chunk, monkeypatch):
+    """Bit-identity holds at the same mode and chunk (the synaptic layers then run at the same
+    batch sizes) with deterministic cuDNN (docs/protocols.md#bit-identity): the same chunk on both sides."""
     pytest.importorskip("cupy")
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     torch.manual_seed(1)
     images = torch.randn(4, 3, 32, 32)
     ann = calibrate_thresholds(sjconv.models.resnet20(num_classes=10, L=4), images).cuda()
-    want = sjconv.simulate(sjconv.convert(ann, method, backend="torch"), images.cuda(), 6)
-    got = sjconv.simulate(sjconv.convert(ann, method, backend="cupy"), images.cuda(), 6, chunk=4)
+    want = sjconv.simulate(sjconv.convert(ann, method, backend="torch"), images.cuda(), 6, chunk=chunk)
+    got = sjconv.simulate(sjconv.convert(ann, method, backend="cupy"), images.cuda(), 6, chunk=chunk)
     assert torch.equal(got, want)

@@ -55,6 +55,10 @@ def test_budget_too_small_for_one_step_is_a_clear_error():
         Footprint(2**20, 100 * 2**10, "computed").chunk_for(24, 8)
 
 
+#: what a measured footprint may miss that does not grow with the steps (cuDNN workspaces)
+FIXED_SLACK = 64 * 2**20
+
+
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(5)
@@ -90,15 +94,21 @@ def test_results_under_a_budget_equal_unconstrained(resnet, method):
 
 @pytest.mark.gpu
 def test_measured_footprint_predicts_cuda_peak(resnet):
+    """The footprint measured at a few steps predicts the peak of 8 steps: 10 % on the per-step
+    part, plus a fixed slack for what does not grow with the steps but may differ at the larger
+    batch (a cuDNN workspace for batch 32 instead of 4 to 12: tens of MiB at most for ResNet20)."""
+    import copy
+
     ann, images = resnet
     images = images.cuda()
-    snn = sjconv.convert(ann.cuda(), "qcfs", "m")
+    snn = sjconv.convert(copy.deepcopy(ann).cuda(), "qcfs", "m")   # the module-scoped fixture stays on the CPU
     fp = measure_footprint(snn.net, images)
     assert fp.how == "measured"
     torch.cuda.reset_peak_memory_stats()
     sjconv.simulate(snn, images, 8, chunk=8)
     peak = torch.cuda.max_memory_allocated()
-    assert peak <= fp.fixed + 8 * fp.per_step * 1.1
+    assert peak <= fp.fixed + 8 * fp.per_step * 1.1 + FIXED_SLACK
+    assert next(ann.parameters()).device.type == "cpu"
 
 
 def _largest_tensor_during(snn, images, T, **kw):
