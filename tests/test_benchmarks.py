@@ -200,13 +200,50 @@ def test_step_modes_reports_what_the_library_does_on_allocation_failures(monkeyp
 
 
 def test_gpu_smoke_on_the_cpu_measures_mode_flips(tmp_path):
-    """The smoke step's CPU part (versions and the flip rates); the CUDA sections say skipped."""
+    """The smoke step's CPU part (versions and the flip rates, also for COS, whose pre-run is one
+    multi-step call in 's' mode too); the CUDA sections say skipped."""
     _run("gpu_smoke.py", "--device", "cpu", "--arch", "resnet20", "--batch-size", "2", "--T", "3", "--chunk", "2",
-         "--out", str(tmp_path / "smoke"))
+         "--method", "cos", "--out", str(tmp_path / "smoke"))
     payload = json.loads((tmp_path / "smoke.json").read_text())
+    assert payload["complete"] is True
     assert payload["versions"]["torch"] and payload["versions"]["spikingjelly"]
     assert payload["self_check"] == payload["bandwidth"] == "skipped: needs CUDA"
     flips = payload["mode_flips"]
-    assert [r["mode"] for r in flips] == ["m", "m, chunk 2", "s"]
-    assert all(r["status"] == "ok" and r["outputs"] > 0 for r in flips)
-    assert all(r["flipped"] == 0 for r in flips)   # on the CPU the modes give the same spikes
+    assert [r["mode"] for r in flips[:3]] == ["m", "m, chunk 2", "s"] and "ulp" in flips[3]["mode"]
+    assert all(r["status"] == "ok" and r["outputs"] > 0 and r["within_bound"] for r in flips[:3])
+    assert all(r["flipped"] == 0 for r in flips[:3])   # this small network: no potential near enough to a threshold
+
+
+def test_modes_can_flip_spikes_on_the_cpu_within_the_derived_bound():
+    """docs/protocols.md#bit-identity: on the CPU too, the synaptic layers need not sum a sample
+    alike at every batch size: a Linear layer at batch 1 ('s': a matrix-vector product) and at
+    batch T or chunk ('m': a matrix product) rounds differently, so a neuron right at a threshold
+    can fire one step earlier or later in one mode, and the flip cascades through later layers.
+    The flip rate between modes is measured and the first layer's flips bounded
+    (gpu_smoke.flip_bound: the first neuron layer, whose input differs by rounding alone)."""
+    import importlib
+
+    import torch
+    import torch.nn as nn
+
+    from reference import calibrate_thresholds
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        gpu_smoke = importlib.import_module("gpu_smoke")
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    torch.manual_seed(0)
+    width = 1024
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, width), sjconv.QCFS(), nn.Linear(width, width),
+                        sjconv.QCFS(), nn.Linear(width, width), sjconv.QCFS(), nn.Linear(width, 10)).eval()
+    images = torch.randn(1, 3, 32, 32)
+    calibrate_thresholds(ann, images)
+    rows = gpu_smoke.mode_flips(torch.device("cpu"), ann, images, 256, 4, ["torch"], "qcfs")
+    modes, bound = rows[:3], rows[3]
+    assert [r["mode"] for r in modes] == ["m", "m, chunk 4", "s"] and all(r["status"] == "ok" for r in modes)
+    assert modes[0]["flipped"] == 0
+    assert modes[2]["first_layer_max_ulps"] > 0          # batch 1 and batch 256 round the first layer differently
+    assert all(r["within_bound"] for r in modes), rows  # the first layer's flips, bounded by their cause
+    assert all(r["flip_rate"] < 0.01 for r in modes)     # measured on this machine: 0.077 % (1024 wide, T = 256)
+    assert bound["first_layer_flipped_neurons"] >= 0 and bound["flip_rate"] >= 0
