@@ -20,9 +20,9 @@ Sections (each recorded, a failing one does not stop the others):
   rules give spikes [1, -1] (a flush-to-zero kernel gives [1, 0]).
 - ``mode_flips``: one converted network (random weights, calibrated thresholds) run in 'm' (all
   steps in one call), 'm' in chunks, and 's', per backend; every neuron output is compared with
-  the torch backend's 'm' run. On the CPU all are identical; on CUDA the synaptic layers run at
-  different batch sizes (T·N, chunk·N, N) and cuDNN/cuBLAS may round differently, so a few
-  spikes can flip: this measures how many. The backends at the same mode must agree exactly
+  the torch backend's 'm' run. The synaptic layers run at different batch sizes (T·N, chunk·N,
+  N) and may round a sample's sums differently (cuDNN/cuBLAS on CUDA, the CPU's GEMV/GEMM too),
+  so a few spikes can flip: this measures how many (docs/protocols.md#bit-identity). The backends at the same mode must agree exactly
   (the neuron kernels are bit-identical given the same input). ``first_layer_max_ulps``: the
   largest difference of the first neuron layer's input from the reference, in units in the last
   place (that input is the first synaptic layer's output on the same images in every mode, so

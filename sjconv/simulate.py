@@ -10,8 +10,11 @@ How the steps are run follows the network's step mode: ``'s'`` calls the network
 step (memory independent of T); ``'m'`` folds T into the batch, optionally in chunks of
 ``chunk`` steps with all neuron state (potentials, signed counts, SRP masks) carried across
 chunks. Every way runs the same neuron updates; the synaptic layers run at different batch sizes
-(N, chunk·N, T·N), so on CUDA a library's rounding can flip an occasional spike (on the CPU the
-spikes are identical): docs/protocols.md#bit-identity.
+(N, chunk·N, T·N), and neither the CPU's nor CUDA's libraries promise to sum a sample alike at
+every batch size (on the CPU a ``Linear`` at batch 1 rounds differently from batch T), so a
+neuron at a threshold can fire a step earlier or later and an occasional spike flips, on either
+device: the modes agree up to that rounding, not bit for bit. The same mode and chunk give the
+same spikes with either backend (on CUDA with deterministic cuDNN): docs/protocols.md#bit-identity.
 
 Every function here runs the network in eval mode and gives each module its own train/eval mode
 back afterwards, and checks its arguments first (:mod:`sjconv.guards`): the network must hold
