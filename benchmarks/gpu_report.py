@@ -119,9 +119,10 @@ def targets(results) -> list:
     for key, label in (("network_fp32", "fp32"), ("network_bf16_cl", "bf16 channels_last")):
         payload = results.get(key)
         snn_rows = [r for r in _rows(payload) if r.get("model") == "SNN 'm' cupy"]
+        arch = {"vgg16": "VGG16"}.get((payload or {}).get("arch", "vgg16"), (payload or {}).get("arch"))
         for row in snn_rows:
             value = row.get("vs_ann")
-            found.append(_target(f"VGG16 'm' cupy T={row['T']} {label} <= {ANN_RATIO}x the ANN at batch T·N", value,
+            found.append(_target(f"{arch} 'm' cupy T={row['T']} {label} <= {ANN_RATIO}x the ANN at batch T·N", value,
                                  value is not None and value <= ANN_RATIO,
                                  f"{value:.3f}x" if value is not None else None, row.get("status") or "not measured"))
         if not snn_rows:

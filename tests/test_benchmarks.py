@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import sjconv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +112,82 @@ def test_gpu_check_script_refuses_to_run_without_cuda(tmp_path):
     assert "no CUDA GPU visible" in proc.stderr and torch.__version__ in proc.stderr
     proc = _gpu_checks(tmp_path, dict(env, PYTHON=sys.executable))   # $PYTHON is used as given
     assert proc.returncode == 4 and "no CUDA GPU visible" in proc.stderr
+
+
+def test_gpu_check_script_names_a_gpu_that_torch_cannot_use(tmp_path):
+    """A driver too old for torch's CUDA reads as "no CUDA GPU" to torch: when nvidia-smi sees a
+    GPU, the one line says so, with the fix."""
+    import pytest
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run the whole suite")
+    path = _only_python3_path(tmp_path)
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text('#!/bin/sh\nif [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1234)"; '
+                   'else echo "| NVIDIA-SMI 535.54   Driver Version: 535.54   CUDA Version: 12.2 |"; fi\n')
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=path, PYTHONPATH=ROOT)
+    env.pop("PYTHON", None)
+    proc = _gpu_checks(tmp_path, env)
+    assert proc.returncode == 4 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    line = proc.stderr
+    assert "no CUDA GPU visible" in line and "nvidia-smi sees GPU 0: NVIDIA H100 80GB HBM3" in line
+    assert "Driver Version: 535.54" in line and "update the NVIDIA driver" in line
+
+
+def _dry_run(tmp_path, steps, seconds, **env):
+    """``run_gpu_checks.sh`` with a stand-in GPU (tests/standin_gpu: torch reports a GPU and makes
+    its tensors on the CPU, the stand-in cupy runs the kernel source compiled for the CPU, every
+    benchmark made tiny), ``python3`` the only Python on PATH, as on the GPU machine."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        import pytest
+
+        pytest.skip("the stand-in cupy compiles the kernel source with g++")
+    standin = os.path.join(ROOT, "tests", "standin_gpu")
+    path = os.pathsep.join([os.path.join(standin, "bin"), os.path.dirname(shutil.which("g++")), "/usr/bin", "/bin"])
+    environ = dict(os.environ, PATH=path, PYTHONPATH=ROOT, SJCONV_STANDIN_PYTHON=sys.executable,
+                   SJCONV_STANDIN_CUPY_DIR=str(tmp_path / "standin-cupy"), SJCONV_GPU_CHECKS_SECONDS=str(seconds),
+                   **env)
+    environ.pop("PYTHON", None)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu_checks.sh"), str(out), *steps],
+                          capture_output=True, text=True, timeout=seconds + 120, env=environ)
+    stamps = list(out.glob("*.json"))
+    assert len(stamps) == 1, proc.stdout + proc.stderr
+    md = stamps[0].with_suffix(".md").read_text()
+    return proc, json.loads(stamps[0].read_text()), md, sorted(p.name for p in out.iterdir())
+
+
+def test_dry_run_keeps_and_reports_what_a_step_cut_by_its_time_limit_measured(tmp_path):
+    """The network step, given far more T than fit in the plan's 20 s, is stopped with SIGINT:
+    its rows written so far are kept, and the report is complete and says the step was cut."""
+    proc, payload, md, files = _dry_run(tmp_path, ["network"], 20,
+                                        SJCONV_STANDIN_NETWORK_T="2 4 8 16 32 64 128 256 512 1024")
+    assert proc.returncode == 1
+    assert payload["steps"]["network"].startswith("timed out after") and "SIGINT" in payload["steps"]["network"]
+    network = payload["network_fp32"]
+    assert network["complete"] is False and "signal 2" in network["cut"] and network["rows"]
+    assert all(r["status"] == "ok" and r["ms_per_image_min"] <= r["ms_per_image"] <= r["ms_per_image_max"]
+               for r in network["rows"])
+    assert "| network | timed out after" in md and "CUT (interrupted" in md and "## Targets" in md
+    assert any(t["target"].startswith("resnet20 'm' cupy") or "not measured" in t["measured"]
+               for t in payload["targets"])
+    assert len(files) <= 8 and "log.txt" in files
+
+
+@pytest.mark.slow
+def test_dry_run_of_every_gpu_check_ends_with_a_complete_report(tmp_path):
+    """The whole default plan through the stand-in GPU (as the review did without a GPU): every
+    step runs or is cut by its limit, and the report names them all with their targets."""
+    proc, payload, md, files = _dry_run(tmp_path, [], 470)
+    assert set(payload["steps"]) == {"smoke", "tests", "kernels", "network", "step_modes"}, proc.stdout
+    assert all(s.startswith(("ok", "timed out", "failed")) for s in payload["steps"].values())
+    assert payload["smoke"]["self_check"][0]["status"] == "pass" and payload["smoke"]["self_check"][0]["variants"] == 24
+    assert payload["tests"] is not None and payload["tests"]["tests"] > 0      # junit written, cut or not
+    assert {t["target"].split(" ")[0] for t in payload["targets"]} >= {"cupy", "chunked", "spike"}
+    assert len(files) <= 8 and "## Targets" in md
 
 
 def test_gpu_check_script_without_python_or_torch_says_so(tmp_path):

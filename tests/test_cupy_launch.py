@@ -9,7 +9,6 @@ inside the ``Device`` context of the input's device, and that the stream passed 
 current stream of that device.
 """
 
-import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,107 +19,7 @@ from sjconv.errors import BackendUnavailableError
 from sjconv.neurons.kernels import cupy_backend as cb
 from sjconv.neurons import rules
 
-from host_kernel import call, compile_for_host
-
-_C_TYPES = {"long long": np.int64, "int": np.int32, "float": np.float32}
-
-
-def kernel_signature(source: str, kernel: str = "sjconv_neuron"):
-    """numpy scalar type of each parameter of ``kernel`` (a template name of the source), in order
-    (pointers: uint64, as CuPy takes them)."""
-    params = re.search(r"void " + re.escape(kernel) + r"\((.*?)\)\s*\{", source, re.S).group(1)
-    types = []
-    for param in params.split(","):
-        words = param.replace("__restrict__", "").replace("const", "").split()
-        if "*" in param:
-            types.append(np.uint64)
-        else:
-            types.append(_C_TYPES[" ".join(words[:-1])])
-    return types
-
-
-_FORMAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-
-
-class FakeCupy:
-    """Just enough of CuPy for ``cupy_backend``: Device contexts, streams, RawModule/RawKernel."""
-
-    __version__ = "14.2.0 (stand-in)"
-
-    def __init__(self, lib, streams):
-        self.lib, self.streams = lib, streams
-        self.device_stack = []
-        self.compiled, self.resolved, self.launches = [], [], []
-        fake = self
-
-        class Device:
-            def __init__(self, index):
-                self.index = index
-
-            def __enter__(self):
-                fake.device_stack.append(self.index)
-
-            def __exit__(self, *exc):
-                fake.device_stack.pop()
-
-        class Stream:
-            def __init__(self, ptr):
-                self.ptr = ptr
-
-            @staticmethod
-            def from_external(obj):
-                kind, ptr = obj.__cuda_stream__()
-                assert kind == 0
-                return Stream(ptr)
-
-        self.cuda = SimpleNamespace(Device=Device, Stream=Stream)
-        self.RawModule = lambda **kw: FakeModule(fake, **kw)
-
-    @property
-    def device(self):
-        return self.device_stack[-1] if self.device_stack else None
-
-
-class FakeModule:
-    def __init__(self, fake, code, options, name_expressions):
-        self.fake, self.code, self.names = fake, code, list(name_expressions)
-        self.device = None
-        assert options == cb.MODULE_OPTIONS
-
-    def compile(self):
-        assert self.fake.device is not None, "compiled outside a Device context"
-        self.device = self.fake.device
-        self.fake.compiled.append((self.device, self.names[0].split("<")[1].split(",")[0]))
-
-    def get_function(self, name):
-        assert name in self.names
-        assert self.fake.device == self.device, "kernel resolved outside its module's device"
-        self.fake.resolved.append((self.device, name))
-        return FakeKernel(self.fake, name, self.device, kernel_signature(self.code, name.split("<")[0]))
-
-
-class FakeKernel:
-    def __init__(self, fake, name, device, signature):
-        self.fake, self.name, self.device, self.signature = fake, name, device, signature
-        fmt, *flags = (w.strip() for w in name[name.index("<") + 1:-1].split(","))
-        self.dtype, self.flags = _FORMAT_DTYPES[fmt], [f == "true" for f in flags]
-
-    def __call__(self, grid, block, args, stream=None, shared_mem=0):
-        fake = self.fake
-        assert fake.device == self.device, f"launched on device {fake.device}, kernel of device {self.device}"
-        assert stream is not None and stream.ptr == fake.streams[self.device], "not torch's current stream"
-        assert len(args) == len(self.signature)
-        for i, (arg, want) in enumerate(zip(args, self.signature)):
-            assert type(arg) is want, f"argument {i}: {type(arg).__name__}, the kernel takes {want.__name__}"
-        n = int(args[5])
-        assert len(grid) == 1 and len(block) == 1 and grid[0] * block[0] >= n > (grid[0] - 1) * block[0]
-        fake.launches.append((self.device, self.name, grid, block))
-        if self.name.startswith("sjconv_group_neuron<"):   # (q, levels): host_kernel.call takes θ = q·m (exact)
-            q, levels = float(args[9]), int(args[10])
-            call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:9], q * levels, grid[0], block[0], levels)
-        else:
-            call(fake.lib, self.dtype, *self.flags, args[:5], *args[5:], grid[0], block[0])
-
+from host_kernel import FakeCupy, FakeModule, compile_for_host, kernel_signature
 
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):
