@@ -380,3 +380,21 @@ def test_modes_can_flip_spikes_on_the_cpu_within_the_derived_bound():
     assert all(r["within_bound"] for r in modes), rows  # the first layer's flips, bounded by their cause
     assert all(r["flip_rate"] < 0.01 for r in modes)     # measured on this machine: 0.077 % (1024 wide, T = 256)
     assert bound["first_layer_flipped_neurons"] >= 0 and bound["flip_rate"] >= 0
+
+
+def test_step_modes_reports_a_library_error_with_its_own_message(monkeypatch):
+    """A budget too small for one step is the library's error, reported as it reads (not as
+    "does not fit" with any error)."""
+    import argparse
+    import importlib
+
+    import torch
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    step_modes = importlib.import_module("step_modes")
+    images = torch.randn(2, 3, 32, 32)
+    ann = sjconv.models.build("resnet20", num_classes=10).eval()
+    args = argparse.Namespace(method="qcfs", repeat=1, warmup=0, chunk=16)
+    row = step_modes.run_case(ann, images, "torch", "budget", 4, 1000, args, torch.device("cpu"))
+    assert row["status"].startswith("failed: SjconvError: a memory budget of 1000 B does not fit even one time step") \
+        or row["status"].startswith("failed: SjconvError: a memory budget of")

@@ -241,3 +241,19 @@ def test_single_step_mode_updates_the_node_state_in_place_with_the_same_results(
     nodes[1](x[0])
     assert torch.equal(foreign, kept) and nodes[1].v is not foreign      # set from outside: not written
     assert len(fake_cupy.launches) == 11
+
+
+def test_gpu_smoke_self_check_covers_every_variant(fake_cupy, monkeypatch):
+    """The smoke step's self-check runs every variant the backend checks before a launch, the
+    group kernels included (24 per dtype), here through the stand-in's launches."""
+    import importlib
+    import os
+
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                             "benchmarks"))
+    gpu_smoke = importlib.import_module("gpu_smoke")
+    monkeypatch.setattr(cb, "check_environment", lambda: None)
+    rows = gpu_smoke.self_check(torch.device("cpu"))
+    assert [(r["dtype"], r["variants"], r["status"]) for r in rows] == [
+        ("fp32", 24, "pass"), ("fp16", 24, "pass"), ("bf16", 24, "pass")]
+    assert {name.split("<")[0] for _, name, _, _ in fake_cupy.launches} == {"sjconv_neuron", "sjconv_group_neuron"}
