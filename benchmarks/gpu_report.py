@@ -194,7 +194,8 @@ def _step_table(status, results, smoke, tests):
         kept = ""
         parts = [p for p in files.get(step, []) if p]
         if step == "tests":
-            kept = "junit file written" if tests else "no junit file"
+            ran = f"junit file: {tests['tests']} tests" if tests else "no junit file"
+            kept = ran + (" ran before the cut" if tests and text.startswith("timed out") else "")
         elif parts:
             cut = [p for p in parts if not p.get("complete", True)]
             rows = sum(len(_rows(p)) for p in parts)
