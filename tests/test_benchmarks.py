@@ -17,14 +17,15 @@ def test_step_modes_benchmark_smoke(tmp_path):
     prefix = tmp_path / "sm"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "step_modes.py"), "--arch", "resnet20",
                            "--batch-size", "2", "--T", "2", "5", "--device", "cpu", "--memory-budget", "1GB",
-                           "--chunk", "2", "--backends", "torch", "--out", str(prefix)],
+                           "--chunk", "2", "--backends", "torch", "--repeat", "2", "--warmup", "1", "--out", str(prefix)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "sm.json").read_text())["rows"]
     assert [(r["mode"], r["T"], r["chunk"]) for r in rows] == [
         ("s", 2, 1), ("s", 5, 1), ("m", 2, 2), ("m", 5, 5), ("chunked", 2, 2), ("chunked", 5, 2),
         ("budget", 2, 2), ("budget", 5, 5)]
-    assert all(r["status"] == "ok" and r["ms_per_image"] > 0 for r in rows)
+    assert all(r["status"] == "ok" and r["ms_per_image"] > 0 and r["runs"] == 2 for r in rows)
+    assert all(r["ms_per_image_min"] <= r["ms_per_image"] <= r["ms_per_image_max"] for r in rows)
     # the budget rows went through the library's own retry path and say so
     assert [(r["chunk_chosen"], r["oom_retries"]) for r in rows if r["mode"] == "budget"] == [(2, 0), (5, 0)]
     assert (tmp_path / "sm.md").read_text().startswith("| backend | mode | T |")
