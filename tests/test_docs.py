@@ -49,6 +49,8 @@ def test_public_names_and_nodes_are_documented(built):
 
     package = _text(built / "package.html")
     assert [n for n in sjconv.__all__ if f"sjconv.{n}" not in package] == []
+    links = re.findall(r'href="modules.html#([^"]+)"', open(built / "package.html", encoding="utf-8").read())
+    assert len(links) == len(sjconv.__all__)      # each name links to where it is documented
     modules = open(built / "modules.html", encoding="utf-8").read()
     nodes = {record.node.__name__ for record in sjconv.METHODS.values()}
     assert {"ConvertedIFNode", "SignedIFNode", "GroupNode", "SignedGroupNode"} <= nodes

@@ -61,6 +61,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = True
 suppress_warnings = []
 
+smartquotes = False                   # docstrings hold code: keep its quotes straight
 html_theme = "alabaster"              # Sphinx's built-in theme: nothing more to install
 html_title = f"sjconv {version} API reference"
 exclude_patterns = ["_build"]

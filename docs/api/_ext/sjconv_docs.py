@@ -74,15 +74,17 @@ class Names(SphinxDirective):
 
         lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 70", "", "   * - name",
                  "     - documented as"]
+        documented = self.config.sjconv_api_modules
         for name in sjconv.__all__:
             value = getattr(sjconv, name)
-            if isinstance(value, types.ModuleType):
-                target = f":py:mod:`{value.__name__}`"
+            if isinstance(value, types.ModuleType):   # the module, or the first of its documented submodules
+                module = next(m for m in documented if m == value.__name__ or m.startswith(value.__name__ + "."))
+                target = f":py:mod:`{module}`"
             elif getattr(value, "__module__", None) and getattr(value, "__qualname__", None):
                 target = f":py:obj:`{value.__module__}.{value.__qualname__}`"
-            else:   # data: named where the package takes it from
-                home = sjconv._HOMES[name]
-                target = f":py:data:`sjconv{home}.{name}`"
+            else:   # data: the documented module that holds this very object
+                module = next(m for m in documented if getattr(importlib.import_module(m), name, None) is value)
+                target = f":py:data:`{module}.{name}`"
             lines += [f"   * - ``sjconv.{name}``", f"     - {target}"]
         return _parse(self, lines)
 
