@@ -15,7 +15,7 @@ import importlib.util
 import sys
 import types
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"   # the one place the version is written: pyproject.toml reads it, CHANGELOG.md names it
 
 #: public name -> the submodule (relative to this package) that defines it
 _HOMES = {

@@ -48,7 +48,7 @@ CASES = ("a0_exact", "case1", "a0_below", "apos_exact", "case2", "case3")
 
 _SYNAPTIC = (nn.modules.conv._ConvNd, nn.Linear)
 
-#: a synaptic input of |x| counts ceil(|x|/q - UNIT_SLACK) units (q: its group neuron's unit), so
+#: a synaptic input x counts ``ceil(|x|/q - UNIT_SLACK)`` units (q: its group neuron's unit), so
 #: k·q rounded to float counts k, and an average-pooled value counts its units rounded up
 UNIT_SLACK = 1e-3
 

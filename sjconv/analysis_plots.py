@@ -7,6 +7,7 @@ matplotlib backend and open figures are not touched.
 """
 
 import math
+import re
 from typing import List, Optional
 
 from .analysis import CASES
@@ -75,6 +76,14 @@ def layer_colors(n: int) -> list:
     return [cmap(i / (n - 1)) if n > 1 else cmap(0.0) for i in range(n)]
 
 
+def layer_labels(names: List[str]) -> List[str]:
+    """What the plots call each neuron layer: its module path (``layer1.2``, ``conv2_x.0.act``), or,
+    where the path is only indices (a layer of an ``nn.Sequential``: ``2``, ``5``, ``9``), its place
+    among the neuron layers with the path beside it (``neuron 1 (module 2)``)."""
+    return [f"neuron {i} (module {name})" if re.fullmatch(r"[0-9.]+", name) else name
+            for i, name in enumerate(names, start=1)]
+
+
 def _figure(size):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -90,7 +99,7 @@ def _title(result: dict) -> str:
 
 def rates_figure(result: dict):
     """Firing rate per neuron layer of an ``analyze`` result, positive and negative spikes stacked."""
-    names = [L["name"] for L in result["layers"]]
+    names = layer_labels([L["name"] for L in result["layers"]])
     x = list(range(len(names)))
     fig = _figure((max(6.0, 0.5 * len(names) + 2), 4))
     ax = fig.add_subplot()
@@ -109,7 +118,7 @@ def rates_figure(result: dict):
 
 def cases_figure(result: dict):
     """docs/protocols.md#unevenness-statistics case fractions per neuron layer of an ``analyze`` result, stacked to 1."""
-    names = [L["name"] for L in result["layers"]]
+    names = layer_labels([L["name"] for L in result["layers"]])
     x = list(range(len(names)))
     fig = _figure((max(6.0, 0.5 * len(names) + 2), 4))
     ax = fig.add_subplot()
@@ -134,9 +143,10 @@ def error_vs_T_figure(errors_vs_T: dict):
     ax = fig.add_subplot()
     Ts = errors_vs_T["Ts"]
     layers = errors_vs_T["layers"]
-    for L, color in zip(layers, layer_colors(len(layers))):
+    labels = layer_labels([L["name"] for L in layers])
+    for L, label, color in zip(layers, labels, layer_colors(len(layers))):
         ax.plot(Ts, [math.nan if e is None else e for e in L["rel_error"]], marker="o", ms=3,
-                color=color, label=L["name"])
+                color=color, label=label)
     style_T_axis(ax, Ts)
     ax.set_ylabel("‖φ(T) − a‖ / ‖a‖")
     ax.set_title(f"Relative error vs T ({errors_vs_T['method']})")

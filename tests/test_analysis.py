@@ -406,6 +406,24 @@ def test_error_vs_T_plot_gives_every_layer_its_own_colour():
     assert len({to_hex(line.get_color()) for line in lines}) == 19
 
 
+def test_plots_name_the_layers_of_a_sequential_not_only_their_indices():
+    """A layer of an nn.Sequential (the digits demo's CNN) has a module path of indices, "2", "5":
+    the legend and the axis say which neuron layer it is, with the path beside it."""
+    from sjconv.analysis_plots import error_vs_T_figure, layer_labels, rates_figure
+
+    assert layer_labels(["2", "5", "layer1.2", "0.3"]) == ["neuron 1 (module 2)", "neuron 2 (module 5)", "layer1.2",
+                                                          "neuron 4 (module 0.3)"]
+    layers = [{"name": name, "rel_error": [0.5, 0.25]} for name in ("2", "5", "9")]
+    fig = error_vs_T_figure({"Ts": [1, 2], "method": "qcfs", "layers": layers})
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [
+        "neuron 1 (module 2)", "neuron 2 (module 5)", "neuron 3 (module 9)"]
+    result = _layers_result([(0.1, 0.0), (0.2, 0.0)])
+    for i, L in enumerate(result["layers"]):
+        L["name"] = str(3 * i + 2)
+    ticks = [t.get_text() for t in rates_figure(result).axes[0].get_xticklabels()]
+    assert ticks == ["neuron 1 (module 2)", "neuron 2 (module 5)"]
+
+
 def _layers_result(rates):
     """An ``analyze``-shaped result with the given (positive, negative) rate per layer."""
     cases = {"a0_exact": 0.4, "case1": 0.1, "a0_below": 0.0, "apos_exact": 0.3, "case2": 0.1, "case3": 0.1}

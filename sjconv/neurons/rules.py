@@ -4,13 +4,14 @@ Every backend must reproduce these bit for bit: the torch backend calls them in 
 the tests compare other backends and step modes against them.
 
 State conventions (shared by all backends):
+
 - ``v`` (membrane potential) is in :func:`state_dtype` of the input: float64 for float64 inputs
   (a float64 network computes in float64 throughout), float32 for float32, float16 and bfloat16
   inputs; arithmetic is in that dtype.
 - ``count`` (net spike count of a signed neuron) is in the same dtype, holding whole numbers.
 - ``mask`` (SRP) is a bool tensor or ``None`` (no masking, e.g. during the pre-run).
 - the output is θ·s in the input dtype, s ∈ {0, 1} or {-1, 0, 1}; masked outputs are +0.
-- group neurons (docs/methods.md#group-neuron, ``levels`` = m members): s is the signed number of units k (|k| <= m), the
+- group neurons (docs/methods.md#group-neuron, ``levels`` = m members): s is the signed number of units k (``|k| <= m``), the
   output is q·k with q = θ/m, and ``count`` holds the net units transmitted.
 """
 
