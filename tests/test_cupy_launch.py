@@ -210,7 +210,8 @@ def test_nodes_check_the_environment_when_built(monkeypatch):
 def test_single_step_mode_updates_the_node_state_in_place_with_the_same_results(fake_cupy, monkeypatch, levels):
     """In 's' mode a cupy node updates its own state where it lies (no copy of v and count per
     step); the outputs and states equal the torch backend's bit for bit, and a state tensor that
-    is not the node's own (the first call's, or one set from outside) is never written."""
+    is not the node's own (the first call's, one read from outside, or one set from outside) is
+    never written."""
     from spikingjelly.activation_based import functional
 
     from sjconv.neurons import SpikingNode
@@ -228,19 +229,46 @@ def test_single_step_mode_updates_the_node_state_in_place_with_the_same_results(
         for t, xt in enumerate(x):
             steps.append(node(xt))
             if node.backend == "cupy":
-                storage.append((node.v.data_ptr(), node.count.data_ptr()))
-                if t == 0:
-                    first_v = node.v.clone()
-                    outside = node.v   # handed out: the node cannot know, so it is written from now on
+                own = node.__dict__["_memories"]   # the node's storage, looked at without handing it out
+                storage.append((own["v"].data_ptr(), own["count"].data_ptr()))
+                if t == 4:
+                    outside, kept_v = node.v, node.v.clone()   # read from outside: handed out
         outs.append((torch.stack(steps), node.v, node.count))
     assert all(torch.equal(a, b) for a, b in zip(*outs))
-    assert len(set(storage[1:])) == 1 and storage[0] == storage[1]      # one state tensor, updated in place
-    assert outside is nodes[1].v and not torch.equal(outside, first_v)   # documented: clone to keep a state
+    assert len(set(storage[:5])) == 1        # one state tensor (made by the first call), updated in place
+    assert len(set(storage[5:])) == 1 and storage[5] != storage[4]    # after the read: a new one, then in place
+    assert torch.equal(outside, kept_v)                                # what was handed out never changes
     foreign = torch.full((3, 7, 5), 0.1)
     nodes[1].v, kept = foreign, foreign.clone()
     nodes[1](x[0])
     assert torch.equal(foreign, kept) and nodes[1].v is not foreign      # set from outside: not written
     assert len(fake_cupy.launches) == 11
+
+
+def test_a_monitor_of_v_in_single_step_mode_records_every_step(fake_cupy, monkeypatch):
+    """SpikingJelly's AttributeMonitor keeps a reference to ``node.v`` after every step: the
+    in-place update of 's' mode must not rewrite what it recorded (each record is that step's v,
+    as with the torch backend)."""
+    from spikingjelly.activation_based import functional, monitor
+
+    from sjconv.neurons import SpikingNode
+
+    _environment(monkeypatch, 13)
+    monkeypatch.setattr(cb, "check_input", lambda x: None)
+    monkeypatch.setattr(cb, "_ensure_verified", lambda device, dtype: None)
+    x = torch.randn(6, 4, 9) * 0.8
+    nodes = [SpikingNode(0.75, step_mode="s", backend=b) for b in ("torch", "cupy")]
+    monkeypatch.setattr(cb, "require_cupy", lambda: fake_cupy)
+    records = []
+    for node in nodes:
+        functional.reset_net(node)
+        mon = monitor.AttributeMonitor("v", pre_forward=False, net=node, instance=SpikingNode)
+        for xt in x:
+            node(xt)
+        records.append(torch.stack(mon.records))
+        mon.remove_hooks()
+    assert torch.equal(records[0], records[1])
+    assert not torch.equal(records[1][0], records[1][-1])
 
 
 def test_gpu_smoke_self_check_covers_every_variant(fake_cupy, monkeypatch):

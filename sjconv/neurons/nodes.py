@@ -228,9 +228,10 @@ class SpikingNode(BaseNode):
 
     def _returned(self, state: NeuronState, fresh: bool = True):
         """The registered-order state tuple of a call's result; remembers (weakly) the tensors a
-        fused kernel made for this node, so that its next call may update them in place (they
-        are the node's own while its memories still hold them). A reference to ``node.v`` kept
-        across calls of a fused backend therefore sees the next call's update: clone it to keep it."""
+        fused kernel made for this node, so that its next call may update them in place: they are
+        the node's own while its memories still hold them and nobody has read them from outside
+        (:meth:`__getattr__`, :meth:`memories`), so a monitor's record or a user's ``node.v`` is
+        never written over."""
         if fresh and get_backend(self.backend).fused and isinstance(state.v, torch.Tensor) \
                 and not state.v.requires_grad:
             count = weakref.ref(state.count) if isinstance(state.count, torch.Tensor) else None
@@ -238,6 +239,25 @@ class SpikingNode(BaseNode):
         else:
             self.__dict__.pop("_kernel_made", None)
         return self._join(state)
+
+    def _hand_out(self):
+        """A state tensor is read from outside: the next fused call writes a new one instead of
+        updating it in place (a monitor's record or a kept ``node.v`` must not change later)."""
+        self.__dict__.pop("_kernel_made", None)
+
+    def __getattr__(self, name: str):
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories:
+            self._hand_out()
+        return super().__getattr__(name)
+
+    def memories(self):
+        self._hand_out()
+        return super().memories()
+
+    def named_memories(self):
+        self._hand_out()
+        return super().named_memories()
 
     def _join(self, state: NeuronState):
         """The registered-order state tuple of a :class:`NeuronState`."""
