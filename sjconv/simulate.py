@@ -29,7 +29,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .guards import check_chunk, check_step_list, check_steps_count, eval_mode, prepare_images
+from .guards import check_chunk, check_labels, check_step_list, check_steps_count, eval_mode, prepare_images
 from .memory import choose_chunk, is_allocation_failure
 from .neurons import protocol
 from .neurons.modes import MULTI, SINGLE, step_mode_of
@@ -39,6 +39,39 @@ def _device_of(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def check_chunking(net: nn.Module, chunk, memory_budget) -> Optional[int]:
+    """``chunk`` checked (:func:`sjconv.guards.check_chunk`); ``chunk`` and ``memory_budget`` set
+    how many time steps one multi-step call runs, so for a network in single-step mode (one step
+    per call) they are refused, not ignored (as the command-line tools refuse the flags)."""
+    chunk = check_chunk(chunk)
+    if step_mode_of(net) == SINGLE:
+        for name, value in (("chunk", chunk), ("memory_budget", memory_budget)):
+            if value is not None:
+                raise ConfigError(f"{name} sets how many time steps one multi-step call runs, but the network is in "
+                                  f"single-step mode ('s', one step per call): drop {name} or convert with "
+                                  "step_mode='m'")
+    return chunk
+
+
+def batches(loader: Iterable, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of every batch of ``loader``, on ``device``; a loader yielding anything but
+    pairs of tensors (dicts, triples) is refused, saying what is expected."""
+    for batch in loader:
+        if isinstance(batch, dict):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got a dict with keys "
+                              f"{sorted(map(str, batch))}: wrap it, e.g. ((b['image'], b['label']) for b in loader)")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) \
+                else f"a {type(batch).__name__}"
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got {what}: wrap it, e.g. "
+                              "((images, labels) for images, labels, *_ in loader)")
+        images, labels = batch
+        if not isinstance(images, torch.Tensor):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs of tensors, got images of type "
+                              f"{type(images).__name__}")
+        yield images.to(device), labels.to(device) if isinstance(labels, torch.Tensor) else labels
 
 
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
@@ -66,8 +99,8 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     The network runs in eval mode; every module's own mode is given back when the generator ends.
     """
     T = check_steps_count(T, "T")
-    chunk = check_chunk(chunk)
     net, _, tau = protocol.converted_network(snn, tau)
+    chunk = check_chunking(net, chunk, memory_budget)
     images = prepare_images(images, net)
     with eval_mode(net):
         chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
@@ -88,6 +121,8 @@ def _count_correct(net, images, labels, steps: Sequence[int], tau, chunk) -> Dic
     wanted, correct = set(steps), {}
     running, t = None, 0
     for block in protocol.run(net, images, steps[-1], tau, chunk):
+        if running is None:
+            check_labels(labels, images, block.shape[-1])
         for logits in block:
             t += 1
             running = logits.double() if running is None else running + logits.double()
@@ -140,16 +175,16 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
         The return value stays a pair for existing callers.
     """
     steps = check_step_list(T)
-    chunk = check_chunk(chunk)
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
     total = 0
     net, _, tau = protocol.converted_network(snn, tau)
+    chunk = check_chunking(net, chunk, memory_budget)
     adaptive = chunk is None and memory_budget is not None
     retries = 0
     with eval_mode(net):   # also while the memory budget's trial runs choose the chunk
-        for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            images, labels = prepare_images(images.to(device), net), labels.to(device)
+        for images, labels in tqdm(batches(loader, device), desc=desc, disable=not progress, leave=False):
+            images = prepare_images(images, net)
             if adaptive and chunk is None:
                 chunk = _resolve_chunk(net, images, max(steps[-1], tau), None, memory_budget)
             while True:
@@ -208,8 +243,10 @@ def count_correct_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[s
     device = torch.device(device) if device is not None else _device_of(ann)
     correct = total = 0
     with eval_mode(ann):
-        for images, labels in tqdm(loader, desc="ANN", disable=not progress, leave=False):
-            images, labels = prepare_images(images.to(device), ann), labels.to(device)
-            correct += int((ann(images).argmax(dim=-1) == labels).sum())
+        for images, labels in tqdm(batches(loader, device), desc="ANN", disable=not progress, leave=False):
+            images = prepare_images(images, ann)
+            logits = ann(images)
+            check_labels(labels, images, logits.shape[-1])
+            correct += int((logits.argmax(dim=-1) == labels).sum())
             total += labels.numel()
     return correct, total

@@ -186,7 +186,7 @@ class _ViewNet(nn.Module):
 
 
 def test_layers_layout_is_refused_naming_the_line():
-    with pytest.raises(ConfigError, match=r"layout='layers'.*test_byom\.py:\d+ in forward: `return self\.fc"):
+    with pytest.raises(ConfigError, match=r"layout='layers'.*test_byom\.py:\d+ in _ViewNet\.forward: `return self\.fc"):
         sjconv.convert(_ViewNet(), layout="layers")
     with pytest.raises(ConfigError, match="layout must be"):
         sjconv.convert(_ViewNet(), layout="time")
@@ -252,9 +252,9 @@ class _FunctionalMaxPool(nn.Module):
 
 
 def test_functional_activation_and_max_pool_are_refused_naming_the_line():
-    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in forward: `x = F\.relu.*relu\(\).*QCFS module"):
+    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in _FunctionalRelu\.forward: `x = F\.relu.*relu\(\).*QCFS module"):
         sjconv.convert(_FunctionalRelu())
-    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in forward: .*max_pool2d\(\).*avg"):
+    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in _FunctionalMaxPool\.forward: .*max_pool2d\(\).*avg"):
         sjconv.convert(_FunctionalMaxPool())
 
 
