@@ -24,7 +24,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from .activations import activation_names, check_activation, holds_threshold, not_an_activation
-from .catalog import PRERUNS, check_levels
+from .catalog import check_levels
 from .errors import ConfigError, ConversionError
 from .guards import check_device, check_finite_tensors
 from .modelcheck import inspect_forward
@@ -211,7 +211,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     net = _convert_module(copy.deepcopy(ann), "", make_node)
     plan = inspect_forward(ann, example)
     layout, reason = _choose_layout(plan, layout, step_mode)
-    if plan.mixes_batch is not None and record.prerun is not None and PRERUNS[record.prerun].one_call:
+    if plan.mixes_batch is not None and record.prerun is not None and record.prerun.one_call:
         raise ConversionError(f"method '{method}' runs its pre-run as one multi-step call, and {plan.mixes_batch}")
     if layout == "layers":
         net = _as_layers(net)

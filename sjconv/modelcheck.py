@@ -179,6 +179,8 @@ def _aligned(c: _Call) -> Optional[str]:
         return None
     out = outs[0]
     for t in c.operands():
+        if t is out:            # the target of an in-place operation
+            continue
         if id(t) in c.tainted:
             if t.dim() != out.dim() or (out.dim() and t.shape[0] != out.shape[0]):
                 return (BATCH, f"broadcasts a tensor of shape {tuple(t.shape)} to {tuple(out.shape)}, "
@@ -580,16 +582,16 @@ def _independence(model: nn.Module, x: torch.Tensor, generator: torch.Generator)
     n = x.shape[0]
     base = _linear_forward(model, x)
     changed = x.clone()
-    changed[1] = torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device) * 3
+    changed[0] = torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device) * 3
     order = torch.roll(torch.arange(n), 1)
-    for label, inputs, rows in (("changing sample 1 of the probe batch", changed, None),
+    for label, inputs, rows in (("changing sample 0 of the probe batch", changed, None),
                                 ("permuting the probe batch", x[order], order)):
         got = _linear_forward(model, inputs)
         for a, b in zip(base, got):
             if a.dim() == 0 or a.shape[0] != n or a.shape != b.shape:
                 return f"its output of shape {tuple(a.shape)} for a batch of {n} has no row per sample"
             want = a[rows] if rows is not None else a
-            keep = [i for i in range(n) if rows is not None or i != 1]
+            keep = [i for i in range(n) if rows is not None or i != 0]
             scale = float(want.abs().max()) if want.numel() else 0.0
             diff = (b[keep] - want[keep]).abs().max() if want.numel() else torch.tensor(0.0)
             if float(diff) > 1e-4 * scale + 1e-6:
