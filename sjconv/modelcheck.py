@@ -543,7 +543,7 @@ def _reached(outputs: Sequence[_Node]) -> set:
 
 def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
     recorder = _Recorder()
-    handles = []
+    handles = _pass_through(model)      # first, so that the recorder sees the output passed on
     for module in model.modules():
         if module is not model and _opaque(module):
             handles.append(module.register_forward_pre_hook(recorder.enter_module))
@@ -566,47 +566,48 @@ def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
 
 
 # ------------------------------------------------------------------ the sample-independence probe
-def _linear_forward(model: nn.Module, x: torch.Tensor):
-    """The model's output with every activation module passing its input through (a linear network)."""
-    handles = [m.register_forward_hook(lambda module, args, output: args[0]) for m in model.modules()
-               if activation_names(m) is not None or holds_threshold(m) is not None]
+def _pass_through(model: nn.Module) -> list:
+    """Hooks making every activation module of ``model`` return its input (the network is then
+    linear, so any mixing of samples shows in the output); remove them when done."""
+    return [m.register_forward_hook(lambda module, args, output: args[0]) for m in model.modules()
+            if activation_names(m) is not None or holds_threshold(m) is not None]
+
+
+def _independence(model: nn.Module, x: torch.Tensor, base: List[torch.Tensor],
+                  generator: torch.Generator) -> Optional[str]:
+    """None when every sample's output depends on that sample only, else what was seen: ``base``
+    are the outputs for ``x``; the batch is run again permuted (rolled by one) with the sample that
+    lands first replaced, and every other row must be the permuted row of ``base``."""
+    n = x.shape[0]
+    order = torch.roll(torch.arange(n), 1)
+    moved = x[order].clone()
+    moved[0] = torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device) * 3
+    handles = _pass_through(model)
     try:
-        return _tensors(model(x))
+        got = _tensors(model(moved))
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _independence(model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> Optional[str]:
-    """None when every sample's output depends on that sample only, else what was seen."""
-    n = x.shape[0]
-    base = _linear_forward(model, x)
-    changed = x.clone()
-    changed[0] = torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device) * 3
-    order = torch.roll(torch.arange(n), 1)
-    for label, inputs, rows in (("changing sample 0 of the probe batch", changed, None),
-                                ("permuting the probe batch", x[order], order)):
-        got = _linear_forward(model, inputs)
-        for a, b in zip(base, got):
-            if a.dim() == 0 or a.shape[0] != n or a.shape != b.shape:
-                return f"its output of shape {tuple(a.shape)} for a batch of {n} has no row per sample"
-            want = a[rows] if rows is not None else a
-            keep = [i for i in range(n) if rows is not None or i != 0]
-            scale = float(want.abs().max()) if want.numel() else 0.0
-            diff = (b[keep] - want[keep]).abs().max() if want.numel() else torch.tensor(0.0)
-            if float(diff) > 1e-4 * scale + 1e-6:
-                return f"{label} changed the outputs of other samples (by up to {float(diff):.3g})"
+    for a, b in zip(base, got):
+        if a.dim() == 0 or a.shape[0] != n or a.shape != b.shape:
+            return f"its output of shape {tuple(a.shape)} for a batch of {n} has no row per sample"
+        want, have = a[order][1:], b[1:]
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        diff = float((have - want).abs().max()) if want.numel() else 0.0
+        if not diff <= 1e-4 * scale + 1e-6:
+            return (f"with the batch permuted and sample {int(order[0])} changed, the outputs of the other samples "
+                    f"changed (by up to {diff:.3g})")
     return None
 
 
 # ------------------------------------------------------------------ probe inputs
 #: spatial sizes tried, in order, for a probe input when no example is given
 PROBE_SIZES = (32, 224, 28, 8, 16, 64, 96, 112, 128, 256, 299, 4, 12, 24, 48)
-_BATCH = 3
+_BATCH = 2
 
 
 def probe_inputs(model: nn.Module, generator: torch.Generator):
-    """Candidate probe batches ``[3, C, S, ...]`` for ``model``: from its first convolution (its
+    """Candidate probe batches ``[2, C, S, ...]`` for ``model``: from its first convolution (its
     channels; each size of :data:`PROBE_SIZES`), else its first linear or batch-norm layer."""
     params = list(model.parameters()) + list(model.buffers())
     device = params[0].device if params else torch.device("cpu")
@@ -625,7 +626,7 @@ def probe_inputs(model: nn.Module, generator: torch.Generator):
 
 
 def _example_batch(example: torch.Tensor, model: nn.Module, generator: torch.Generator) -> torch.Tensor:
-    """A probe batch of 3 samples shaped like ``example``'s: its own samples, then random ones."""
+    """A probe batch of 2 samples shaped like ``example``'s: its own samples, then random ones."""
     if not isinstance(example, torch.Tensor) or not example.is_floating_point() or example.dim() < 2:
         raise ConversionError(f"example must be a floating-point batch of inputs [N, C, ...], got "
                               f"{tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__}")
@@ -663,7 +664,7 @@ def inspect_forward(model: nn.Module, example: Optional[torch.Tensor] = None) ->
             except Exception as error:  # noqa: BLE001 - a shape the model does not take: try the next one
                 failure = failure or (x, error)
                 continue
-            mixes = recorder.batch or _mixing(model, x, generator)
+            mixes = recorder.batch or _mixing(model, x, _tensors(recorder.output), generator)
             return ForwardPlan(recorder.fold_reason, mixes, tuple(x.shape))
     x, error = failure
     tried = "an example batch" if example is not None else f"probe batches like {list(x.shape)}"
@@ -672,8 +673,8 @@ def inspect_forward(model: nn.Module, example: Optional[torch.Tensor] = None) ->
                           "the network's inputs) to convert")
 
 
-def _mixing(model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> Optional[str]:
-    found = _independence(model, x, generator)
+def _mixing(model: nn.Module, x: torch.Tensor, base, generator: torch.Generator) -> Optional[str]:
+    found = _independence(model, x, base, generator)
     if found is None:
         return None
     return (f"the forward of {type(model).__name__} mixes the samples of its batch ({found}), though no single "

@@ -107,8 +107,8 @@ def test_the_independence_probe_finds_mixing_that_no_single_operation_shows(monk
 
     monkeypatch.setitem(modelcheck.ALLOWED, "flip", lambda call: None)
     ann, _ = _net(flip_batch)
-    with pytest.raises(ConversionError, match=r"Net_flip_batch mixes the samples of its batch \(changing sample 0 of "
-                       r"the probe batch changed the outputs of other samples.*step_mode='s'"):
+    with pytest.raises(ConversionError, match=r"Net_flip_batch mixes the samples of its batch \(with the batch permuted and sample 1 changed, "
+                       r"the outputs of the other samples changed.*step_mode='s'"):
         sjconv.convert(ann, "qcfs", "m")
     assert sjconv.convert(ann, "qcfs", "s").layout == "folded"
 
@@ -294,7 +294,7 @@ class _Odd(nn.Module):
 
 
 def test_a_model_whose_input_size_is_not_guessed_needs_an_example():
-    with pytest.raises(ConversionError, match=r"fails on probe batches like \[3, 3, \d+, \d+\].*pass example=images"):
+    with pytest.raises(ConversionError, match=r"fails on probe batches like \[2, 3, \d+, \d+\].*pass example=images"):
         sjconv.convert(_Odd())
     snn = sjconv.convert(_Odd(), example=torch.randn(1, 3, 11, 11))
     assert sjconv.simulate(snn, torch.randn(2, 3, 11, 11), 2).shape == (2, 2, 3)
