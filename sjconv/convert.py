@@ -8,12 +8,16 @@ and converted children. Nothing is keyed on layer names. What cannot convert exa
 :class:`~sjconv.errors.ConversionError` naming the module, or the line of ``forward``, and the fix,
 before any simulation.
 
-Multi-step mode has two layouts (:mod:`sjconv.neurons.fold`), chosen by reading the model's
-``forward`` (:mod:`sjconv.modelcheck`): ``'layers'`` (SpikingJelly ``layer`` modules, tensors
-``[T, N, ...]``) when ``forward`` only calls modules and adds their outputs, else ``'folded'`` (the
-model's own modules and ``forward`` on ``[T·N, ...]``; each node unfolds T itself), so a forward
-with ``x.view(x.size(0), -1)``, ``torch.flatten(x, 1)``, ``torch.cat`` or functional pooling runs
-in multi-step mode with the results of single-step mode. ``ConvertedSNN.layout`` says which.
+What the model's own ``forward`` does between its layers is checked by watching one probe forward
+(:mod:`sjconv.modelcheck`, docs/protocols.md#forward-rule): only maps linear in the activations
+that treat every sample alone are accepted; anything else is refused naming its file and line,
+and a map across the batch is accepted in single-step mode only. The same probe chooses the layout
+of multi-step mode (:mod:`sjconv.neurons.fold`): ``'layers'`` (SpikingJelly ``layer`` modules,
+tensors ``[T, N, ...]``) when ``forward`` only calls modules and adds or scales their outputs, else
+``'folded'`` (the model's own modules and ``forward`` on ``[T·N, ...]``; each node unfolds T
+itself), so a forward with ``x.view(x.size(0), -1)``, ``torch.flatten(x, 1)``, ``torch.cat`` or
+functional pooling runs in multi-step mode with the results of single-step mode.
+``ConvertedSNN.layout`` says which.
 """
 
 import copy
@@ -180,7 +184,7 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
         naming the line, when the forward needs folding) or ``'folded'``
     :param example: a batch like the network's inputs ``[N, C, H, W]``, for the one probe forward that
         checks what the model's own ``forward`` does between its layers (:mod:`sjconv.modelcheck`);
-        None: a probe batch is made from the first layer (its channels, sizes 32, 224, 28, 8, ...)
+        None: a probe batch is made from the first layer (its channels; sizes 32, 224, 28, then 1 to 64, ...)
     :returns: a :class:`ConvertedSNN` in eval mode; ``.layout`` says which layout it has
     :raises ConversionError: for what cannot convert exactly (a plain ReLU, max pooling, a functional
         activation or any other operation in forward that is not linear in the activations, an

@@ -26,7 +26,7 @@ operations eagerly: those functions run the network inside it.
 
 import contextlib
 import sys
-from typing import Iterable, List, Mapping, Tuple
+from typing import Iterable, Iterator, List, Mapping, Tuple
 
 import torch
 import torch.nn as nn
@@ -152,6 +152,25 @@ def check_labels(labels, images: torch.Tensor, classes: int) -> None:
         raise ConfigError(f"labels must be class indices in 0..{classes - 1} (the network has {classes} outputs), "
                           f"got values from {int(labels.min())} to {int(labels.max())}: check the dataset's "
                           "targets and the model's number of classes")
+
+
+def loader_batches(loader: Iterable, device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of every batch of ``loader``, on ``device``; a loader yielding anything but
+    pairs of tensors (dicts, triples) is refused, saying what is expected."""
+    for batch in loader:
+        if isinstance(batch, dict):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got a dict with keys "
+                              f"{sorted(map(str, batch))}: wrap it, e.g. ((b['image'], b['label']) for b in loader)")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) \
+                else f"a {type(batch).__name__}"
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got {what}: wrap it, e.g. "
+                              "((images, labels) for images, labels, *_ in loader)")
+        images, labels = batch
+        if not isinstance(images, torch.Tensor):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs of tensors, got images of type "
+                              f"{type(images).__name__}")
+        yield images.to(device), labels.to(device) if isinstance(labels, torch.Tensor) else labels
 
 
 def check_device(module: nn.Module, what: str = "the ANN") -> None:

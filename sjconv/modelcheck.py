@@ -11,19 +11,19 @@ mode the batch holds T·N rows (T folded into it), so an operation across the ba
 steps; in single-step mode (one step per call) a linear map across the batch runs as in the ANN.
 
 **How it is checked** (:func:`inspect_forward`; no ``torch.fx``, so any forward that runs can be
-checked): the ANN runs once in eval mode on a small probe batch while a ``TorchFunctionMode``
-records every tensor operation that the model's own code applies outside the known layers (torch
-layer modules and activation modules are opaque: what they do inside is not recorded), with the
-Python file and line that called it. Each operation that depends on the input and reaches the
-output is judged against the allowlist of :data:`ALLOWED` (with its arguments: the dimensions it
-touches, which operands depend on the activations). The first one that fails is refused with a
-one-line :class:`~sjconv.errors.ConversionError` naming it, ``file:line`` and what to do; an
-operation across the batch (dim 0) is returned as :attr:`ForwardPlan.mixes_batch`, which the
-converter refuses in multi-step mode. Then the **sample-independence probe** runs the forward (with
-every activation passing its input through, so that the network is linear) on a batch, on the same
-batch with one sample changed, and on the batch permuted: every other sample's output must stay
-the same and the permuted batch must give the permuted outputs; a forward that fails mixes samples
-even where no single operation showed it.
+checked): the ANN runs once in eval mode on a probe batch of 2, with every activation module
+passing its input through (so that the network is linear), while a ``TorchFunctionMode`` records
+every tensor operation that the model's own code applies outside the known layers (torch layer
+modules and activation modules are opaque: what they do inside is not recorded), with the Python
+file and line that called it. Each operation that depends on the input and reaches the output is
+judged against the allowlist :data:`ALLOWED` (with its arguments: the dimensions it touches, which
+operands depend on the activations). The first one that fails is refused with a one-line
+:class:`~sjconv.errors.ConversionError` naming it, ``file:line`` and what to do; an operation across
+the batch (dim 0) is returned as :attr:`ForwardPlan.mixes_batch`, which the converter refuses in
+multi-step mode. Then the **sample-independence probe** runs the forward once more on the batch
+permuted, with the sample that lands first replaced: every other sample's output must be its
+output of the first run; a forward that fails mixes samples even where no single operation showed
+it.
 
 The same recording chooses the layout of multi-step mode (:mod:`sjconv.neurons.fold`): ``'layers'``
 when the forward only calls modules and adds, subtracts or scales their outputs elementwise,
@@ -601,8 +601,10 @@ def _independence(model: nn.Module, x: torch.Tensor, base: List[torch.Tensor],
 
 
 # ------------------------------------------------------------------ probe inputs
-#: spatial sizes tried, in order, for a probe input when no example is given
-PROBE_SIZES = (32, 224, 28, 8, 16, 64, 96, 112, 128, 256, 299, 4, 12, 24, 48)
+#: spatial sizes tried, in order, for a probe input when no example is given: CIFAR's, ImageNet's,
+#: MNIST's, then every size up to 64 (a failed small try costs little), then larger common ones
+PROBE_SIZES = (32, 224, 28) + tuple(s for s in range(1, 65) if s not in (28, 32)) + \
+    (96, 112, 128, 160, 192, 227, 256, 299, 320, 384, 512)
 _BATCH = 2
 
 

@@ -29,7 +29,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .guards import check_chunk, check_labels, check_step_list, check_steps_count, eval_mode, prepare_images
+from .guards import (check_chunk, check_labels, check_step_list, check_steps_count, eval_mode, loader_batches,
+                     prepare_images)
 from .memory import choose_chunk, is_allocation_failure
 from .neurons import protocol
 from .neurons.modes import MULTI, SINGLE, step_mode_of
@@ -53,25 +54,6 @@ def check_chunking(net: nn.Module, chunk, memory_budget) -> Optional[int]:
                                   f"single-step mode ('s', one step per call): drop {name} or convert with "
                                   "step_mode='m'")
     return chunk
-
-
-def batches(loader: Iterable, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """``(images, labels)`` of every batch of ``loader``, on ``device``; a loader yielding anything but
-    pairs of tensors (dicts, triples) is refused, saying what is expected."""
-    for batch in loader:
-        if isinstance(batch, dict):
-            raise ConfigError(f"the data loader must yield (images, labels) pairs, got a dict with keys "
-                              f"{sorted(map(str, batch))}: wrap it, e.g. ((b['image'], b['label']) for b in loader)")
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) \
-                else f"a {type(batch).__name__}"
-            raise ConfigError(f"the data loader must yield (images, labels) pairs, got {what}: wrap it, e.g. "
-                              "((images, labels) for images, labels, *_ in loader)")
-        images, labels = batch
-        if not isinstance(images, torch.Tensor):
-            raise ConfigError(f"the data loader must yield (images, labels) pairs of tensors, got images of type "
-                              f"{type(images).__name__}")
-        yield images.to(device), labels.to(device) if isinstance(labels, torch.Tensor) else labels
 
 
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
@@ -183,7 +165,7 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
     adaptive = chunk is None and memory_budget is not None
     retries = 0
     with eval_mode(net):   # also while the memory budget's trial runs choose the chunk
-        for images, labels in tqdm(batches(loader, device), desc=desc, disable=not progress, leave=False):
+        for images, labels in tqdm(loader_batches(loader, device), desc=desc, disable=not progress, leave=False):
             images = prepare_images(images, net)
             if adaptive and chunk is None:
                 chunk = _resolve_chunk(net, images, max(steps[-1], tau), None, memory_budget)
@@ -243,7 +225,7 @@ def count_correct_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[s
     device = torch.device(device) if device is not None else _device_of(ann)
     correct = total = 0
     with eval_mode(ann):
-        for images, labels in tqdm(batches(loader, device), desc="ANN", disable=not progress, leave=False):
+        for images, labels in tqdm(loader_batches(loader, device), desc="ANN", disable=not progress, leave=False):
             images = prepare_images(images, ann)
             logits = ann(images)
             check_labels(labels, images, logits.shape[-1])
