@@ -287,7 +287,7 @@ def test_elementwise_only_forwards_keep_the_layers_layout():
 class _Odd(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.act, self.fc = nn.Conv2d(3, 2, 3), QCFS(4, 1.0), nn.Linear(2 * 9 * 9, 3)
+        self.conv, self.act, self.fc = nn.Conv2d(3, 2, 3), QCFS(4, 1.0), nn.Linear(2 * 7 * 11, 3)  # 9×13 inputs
 
     def forward(self, x):
         return self.fc(self.act(self.conv(x)).flatten(1))
@@ -296,8 +296,8 @@ class _Odd(nn.Module):
 def test_a_model_whose_input_size_is_not_guessed_needs_an_example():
     with pytest.raises(ConversionError, match=r"fails on probe batches like \[2, 3, \d+, \d+\].*pass example=images"):
         sjconv.convert(_Odd())
-    snn = sjconv.convert(_Odd(), example=torch.randn(1, 3, 11, 11))
-    assert sjconv.simulate(snn, torch.randn(2, 3, 11, 11), 2).shape == (2, 2, 3)
+    snn = sjconv.convert(_Odd(), example=torch.randn(1, 3, 9, 13))
+    assert sjconv.simulate(snn, torch.randn(2, 3, 9, 13), 2).shape == (2, 2, 3)
 
 
 # ------------------------------------------------------------------ what the SNN converges to
