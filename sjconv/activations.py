@@ -9,7 +9,8 @@ convert without rewriting them. A module is a QCFS activation when
    found in that order: QCFS v2's ``IF`` holds both ``L`` and a simulation length ``T``), and
 2. **it computes** the QCFS clip-floor-shift ``θ·floor(clamp(x/θ, 0, 1)·L + 1/2)/L``
    (docs/methods.md#qcfs-activation): :func:`check_activation` runs it on a grid of inputs 1/64 of a level apart
-   across every level and both clip edges (skipping the rounding points themselves) and compares.
+   across every level and both clip edges, and just below and just above every rounding point
+   (2⁻³⁰ of a level), and compares: a shift other than 1/2 by more than that is caught.
 
 This covers QCFS v2's ``IF(T=0, L, thresh)``, v1's ``MyFloor(up, t)``, the SRP/COS repositories'
 ``QCFS(up, t)`` and the GN repository's ``QCFS(T)`` (``v_threshold``, shift ``p0`` = 1/2). A module
@@ -27,7 +28,8 @@ import torch.nn as nn
 from .errors import ConversionError
 from .qcfs import QCFS
 
-__all__ = ["THRESHOLD_NAMES", "LEVEL_NAMES", "activation_names", "holds_threshold", "check_activation"]
+__all__ = ["THRESHOLD_NAMES", "LEVEL_NAMES", "activation_names", "holds_threshold", "check_activation",
+           "not_an_activation"]
 
 #: attribute names of the threshold θ, in the order they are looked for
 THRESHOLD_NAMES = ("thresh", "up", "v_threshold")
@@ -70,21 +72,46 @@ def activation_names(module: nn.Module) -> Optional[Tuple[str, str]]:
     level = next((n for n in LEVEL_NAMES if _is_level(_held(module, n))), None)
     if level is None:
         return None
-    held = [t for t in list(module.parameters()) + list(module.buffers())]
-    if any(t is not _held(module, theta) for t in held):
+    if _other_tensors(module, theta):
         return None
     return theta, level
 
 
-#: grid points per quantization level in the probe; a shift other than 1/2 by more than 1/GRID is caught
+def _other_tensors(module: nn.Module, theta: str):
+    """Names of the parameters and buffers of ``module`` (recursively) other than its threshold."""
+    return [name for name, t in list(module.named_parameters()) + list(module.named_buffers())
+            if t is not _held(module, theta)]
+
+
+def not_an_activation(module: nn.Module, theta: str) -> str:
+    """Why ``module``, which holds the threshold ``theta``, fails rule 1 of the module docstring."""
+    others = _other_tensors(module, theta)
+    if others:
+        return (f"it holds a threshold '{theta}' and other tensors as well ({', '.join(others[:4])}), so it is not "
+                "a QCFS activation, which holds θ alone; keep other tensors out of the activation module")
+    found = next(((n, _held(module, n)) for n in LEVEL_NAMES if _held(module, n) is not None), None)
+    if found is not None:
+        name, value = found
+        return (f"its level count {name}={value!r} is a {type(value).__name__}, not a whole number >= 1 (an int); "
+                f"store the level count as an int (e.g. {name}=int({name}))")
+    return (f"it holds a threshold '{theta}' but no level count ({', '.join(LEVEL_NAMES)}), so it is not a QCFS "
+            "activation; only the QCFS clip-floor-shift converts exactly")
+
+
+#: grid points per quantization level in the probe
 GRID = 64
+#: distance (in levels) of the probes on either side of each rounding point: a shift other than 1/2
+#: by more than this moves a rounding point across one of them
+EDGE = 2.0 ** -30
 
 
 def _grid(levels: int) -> torch.Tensor:
     """Probe inputs in units of θ: every multiple of 1/(GRID·L) from -1-1/L to 2+1/L except the
-    rounding points (k + 1/2)/L themselves, plus far values; float64."""
+    rounding points (k + 1/2)/L themselves, the points EDGE levels below and above each rounding
+    point (where the output must step up, and not before), plus far values; float64."""
     steps = [j for j in range(-GRID * (levels + 1), GRID * (2 * levels + 1) + 1) if j % GRID != GRID // 2]
     values = [j / (GRID * float(levels)) for j in steps] + [-100.0, 100.0]
+    values += [(k + 0.5 + side * EDGE) / levels for k in range(-1, 2 * levels + 1) for side in (-1, 1)]
     return torch.tensor(values, dtype=torch.float64)
 
 

@@ -56,10 +56,16 @@ class PreRunKind:
         return self.default_steps if steps is None else check_steps(steps)
 
 
+def is_whole_number(value) -> bool:
+    """The one rule for counts (time steps, pre-run steps, levels, chunk sizes): an int, not a float
+    such as ``2.0`` (nor a str or a bool); every check of a count uses it."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_steps(steps) -> int:
-    """A pre-run length ``tau`` as an int: a whole number >= 0, else a :class:`ConfigError`."""
-    whole = isinstance(steps, numbers.Integral) or (isinstance(steps, float) and steps.is_integer())
-    if isinstance(steps, bool) or not whole:
+    """A pre-run length ``tau`` as an int: a whole number >= 0 (:func:`is_whole_number`), else a
+    :class:`ConfigError`."""
+    if not is_whole_number(steps):
         raise ConfigError(f"tau (pre-run steps) must be a whole number >= 0, got {steps!r}")
     if steps < 0:
         raise ConfigError(f"tau (pre-run steps) must be >= 0, got {steps}")
@@ -187,8 +193,7 @@ def check_levels(levels, method: Optional[str] = None):
         grouped = " or ".join(m for m, spec in METHODS.items() if spec.group)
         raise ConfigError(f"levels (members per group neuron) is only meaningful for group methods "
                           f"({grouped}); got levels={levels!r} with method '{method}'")
-    whole = isinstance(levels, numbers.Integral) or (isinstance(levels, float) and levels.is_integer())
-    if isinstance(levels, bool) or not whole or levels < 1:
+    if not is_whole_number(levels) or levels < 1:
         raise ConfigError(f"levels (members per group neuron) must be a whole number >= 1, got {levels!r}")
     return int(levels)
 

@@ -8,25 +8,29 @@ and converted children. Nothing is keyed on layer names. What cannot convert exa
 :class:`~sjconv.errors.ConversionError` naming the module, or the line of ``forward``, and the fix,
 before any simulation.
 
-Multi-step mode has two layouts (:mod:`sjconv.neurons.fold`), chosen by reading the model's
-``forward`` (:mod:`sjconv.modelcheck`): ``'layers'`` (SpikingJelly ``layer`` modules, tensors
-``[T, N, ...]``) when ``forward`` only calls modules and adds their outputs, else ``'folded'`` (the
-model's own modules and ``forward`` on ``[T·N, ...]``; each node unfolds T itself), so a forward
-with ``x.view(x.size(0), -1)``, ``torch.flatten(x, 1)``, ``torch.cat`` or functional pooling runs
-in multi-step mode with the results of single-step mode. ``ConvertedSNN.layout`` says which.
+What the model's own ``forward`` does between its layers is checked by watching one probe forward
+(:mod:`sjconv.modelcheck`, docs/protocols.md#forward-rule): only maps linear in the activations
+that treat every sample alone are accepted; anything else is refused naming its file and line,
+and a map across the batch is accepted in single-step mode only. The same probe chooses the layout
+of multi-step mode (:mod:`sjconv.neurons.fold`): ``'layers'`` (SpikingJelly ``layer`` modules,
+tensors ``[T, N, ...]``) when ``forward`` only calls modules and adds or scales their outputs, else
+``'folded'`` (the model's own modules and ``forward`` on ``[T·N, ...]``; each node unfolds T
+itself), so a forward with ``x.view(x.size(0), -1)``, ``torch.flatten(x, 1)``, ``torch.cat`` or
+functional pooling runs in multi-step mode with the results of single-step mode.
+``ConvertedSNN.layout`` says which.
 """
 
 import copy
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
-from .activations import LEVEL_NAMES, activation_names, check_activation, holds_threshold
+from .activations import activation_names, check_activation, holds_threshold, not_an_activation
 from .catalog import check_levels
 from .errors import ConfigError, ConversionError
-from .guards import check_finite_tensors
+from .guards import check_device, check_finite_tensors
 from .modelcheck import inspect_forward
 from .neurons import ConvertedSNN, check_backend, get_backend, node_for, resolve, spiking_nodes, step_mode_of, unwrap
 from .neurons.modes import STEP_MODES
@@ -100,43 +104,56 @@ def _check_batch_independent(module: nn.Module, where: str) -> None:
             "time steps; train it with track_running_stats=True (the default)")
 
 
-def _convert_module(module: nn.Module, path: str, make_node, keep_layers: bool) -> nn.Module:
-    """The converted counterpart of ``module`` (a private deep copy: containers are edited in place).
-    ``keep_layers``: keep the torch layers themselves (folded layout) instead of their SpikingJelly
-    ``layer`` counterparts."""
+def _convert_module(module: nn.Module, path: str, make_node) -> nn.Module:
+    """The converted counterpart of ``module`` (a private deep copy: containers are edited in place),
+    keeping the torch layers themselves (the folded layout; :func:`_as_layers` swaps them for their
+    SpikingJelly ``layer`` counterparts)."""
     where = path or "the model itself"
     if activation_names(module) is not None:
         theta, levels = check_activation(module, path)
         return make_node(theta, levels)
-    factory = LAYER_FACTORIES.get(type(module))
-    if factory is not None:
+    if type(module) in LAYER_FACTORIES:
         _check_batch_independent(module, where)
-        return module if keep_layers else factory(module)
+        return module
     children = list(module.named_children())
     own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
     builtin = (type(module).__module__.startswith("torch.") and not children
                and not isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
     if not own and not builtin and holds_threshold(module) is None:
         for name, child in children:  # the module keeps its class and forward
-            module._modules[name] = _convert_module(child, f"{path}.{name}" if path else name, make_node,
-                                                    keep_layers)
+            module._modules[name] = _convert_module(child, f"{path}.{name}" if path else name, make_node)
         return module
     hint = next((h for t, h in _HINTS.items() if isinstance(module, t)), None)
     theta = holds_threshold(module)
     if hint is None and theta is not None:
-        hint = (f"it holds a threshold '{theta}' but no level count ({', '.join(LEVEL_NAMES)}) or other tensors "
-                "as well, so it is not a QCFS activation; only the QCFS clip-floor-shift converts exactly")
+        hint = not_an_activation(module, theta)
     hint = hint or ("supported: QCFS activations, " + ", ".join(t.__name__ for t in LAYER_FACTORIES)
                     + ", and modules without parameters of their own built from them")
     raise ConversionError(f"cannot convert module '{where}' of type {type(module).__name__}: {hint}")
 
 
-def _choose_layout(ann: nn.Module, layout: str):
+def _as_layers(module: nn.Module) -> nn.Module:
+    """``module`` with every torch layer replaced by its SpikingJelly ``layer`` counterpart."""
+    factory = LAYER_FACTORIES.get(type(module))
+    if factory is not None:
+        return factory(module)
+    for name, child in list(module._modules.items()):
+        if child is not None:
+            module._modules[name] = _as_layers(child)
+    return module
+
+
+def _choose_layout(plan, layout: str, step_mode: str) -> Tuple[str, str]:
     """``(layout, reason)``: the layout asked for, or for 'auto' the layers layout when the model's
-    forward allows it (:func:`sjconv.modelcheck.inspect_forward`), else the folded one."""
-    if layout not in ("auto",) + LAYOUTS:
-        raise ConfigError(f"layout must be 'auto', 'layers' or 'folded', got '{layout}'")
-    reason = inspect_forward(ann).fold_reason
+    forward allows it (:func:`sjconv.modelcheck.inspect_forward`), else the folded one. A forward
+    that mixes the samples of its batch is refused in multi-step mode and folded in single-step mode."""
+    if plan.mixes_batch is not None:
+        if step_mode == "m":
+            raise ConversionError(plan.mixes_batch)
+        if layout == "layers":
+            raise ConfigError(f"layout='layers' cannot run this model: {plan.mixes_batch}")
+        return "folded", plan.mixes_batch
+    reason = plan.fold_reason
     if layout == "layers" and reason is not None:
         raise ConfigError(f"layout='layers' cannot run this model in multi-step mode: {reason}; "
                           "use layout='auto' (it folds T into the batch) or change that line")
@@ -147,7 +164,7 @@ def _choose_layout(ann: nn.Module, layout: str):
 
 def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend: str = "torch",
             tau: Optional[int] = None, neg_rule: str = "qcfs", levels: Optional[int] = None,
-            layout: str = "auto") -> ConvertedSNN:
+            layout: str = "auto", example: Optional[torch.Tensor] = None) -> ConvertedSNN:
     """Convert a QCFS ANN into a SpikingJelly SNN.
 
     :param ann: a QCFS ANN (left untouched; parameters are copied, dtype and device kept)
@@ -165,16 +182,24 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
     :param layout: how multi-step mode runs the model (:mod:`sjconv.neurons.fold`): ``'auto'``
         (``'layers'`` when the model's forward allows it, else ``'folded'``), ``'layers'`` (refused,
         naming the line, when the forward needs folding) or ``'folded'``
+    :param example: a batch like the network's inputs ``[N, C, H, W]``, for the one probe forward that
+        checks what the model's own ``forward`` does between its layers (:mod:`sjconv.modelcheck`);
+        None: a probe batch is made from the first layer (its channels; sizes 32, 224, 28, then 1 to 64, ...)
     :returns: a :class:`ConvertedSNN` in eval mode; ``.layout`` says which layout it has
     :raises ConversionError: for what cannot convert exactly (a plain ReLU, max pooling, a functional
-        activation in forward, batch norm without running statistics, an activation module that is
-        not a QCFS clip-floor-shift, one θ per channel), naming the module or line and the fix
+        activation or any other operation in forward that is not linear in the activations, an
+        operation across the batch in multi-step mode, batch norm without running statistics, an
+        activation module that is not a QCFS clip-floor-shift, one θ per channel), naming the module
+        or the file and line, and the fix
     """
     record, tau = resolve(method, tau, neg_rule)
     levels = check_levels(levels, method)
     if step_mode not in STEP_MODES:
         raise ConfigError(f"step_mode must be 's' or 'm', got '{step_mode}'")
     check_backend(backend)
+    if layout not in ("auto",) + LAYOUTS:
+        raise ConfigError(f"layout must be 'auto', 'layers' or 'folded', got '{layout}'")
+    check_device(ann)
     for tensor in (*ann.parameters(), *ann.buffers()):
         if tensor.is_floating_point():
             get_backend(backend).check_dtype(str(tensor.dtype).replace("torch.", ""), "an ANN")
@@ -187,12 +212,17 @@ def convert(ann: nn.Module, method: str = "qcfs", step_mode: str = "m", backend:
                         levels=members)
         return node.to(device=thresh.device, dtype=thresh.dtype)
 
-    layout, reason = _choose_layout(ann, layout)
-    net = _convert_module(copy.deepcopy(ann), "", make_node, keep_layers=layout == "folded")
-    if layout == "folded":
+    net = _convert_module(copy.deepcopy(ann), "", make_node)
+    plan = inspect_forward(ann, example)
+    layout, reason = _choose_layout(plan, layout, step_mode)
+    if plan.mixes_batch is not None and record.prerun is not None and record.prerun.one_call:
+        raise ConversionError(f"method '{method}' runs its pre-run as one multi-step call, and {plan.mixes_batch}")
+    if layout == "layers":
+        net = _as_layers(net)
+    else:
         if not spiking_nodes(net):
             raise ConversionError("the model has no QCFS activation: there is nothing to run as a spiking network")
-        fold.install(net, reason)
+        fold.install(net, reason, single_step_only=plan.mixes_batch)
     functional.set_step_mode(net, step_mode)
     functional.invalidate_reset_cache(net)
     return ConvertedSNN(net).eval()

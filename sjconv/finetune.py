@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from . import catalog
 from .activations import activation_names
 from .errors import ConfigError
+from .guards import check_labels, loader_batches
 from .neurons import protocol
 from .neurons.modes import MULTI
 
@@ -99,10 +100,11 @@ def finetune(snn: nn.Module, loader: Iterable, T: int, epochs: int = 1, lr: floa
     try:
         for epoch in range(1, epochs + 1):
             started, total, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)
+            bar = tqdm(loader_batches(loader, device), desc=f"{desc} {epoch}/{epochs}", disable=not progress,
+                       leave=False)
             for images, labels in bar:
-                images, labels = images.to(device), labels.to(device)
                 logits = torch.cat(list(protocol.run(net, images, T, tau)))
+                check_labels(labels, images, logits.shape[-1])
                 value = tet_loss(logits, labels, lam if loss == "tet" else 0.0, means)
                 opt.zero_grad(set_to_none=True)
                 value.backward()

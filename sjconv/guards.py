@@ -25,13 +25,13 @@ operations eagerly: those functions run the network inside it.
 """
 
 import contextlib
-import numbers
 import sys
-from typing import Iterable, List, Mapping, Tuple
+from typing import Iterable, Iterator, List, Mapping, Tuple
 
 import torch
 import torch.nn as nn
 
+from .catalog import is_whole_number
 from .errors import ConfigError
 
 #: image dtypes converted to a wider network dtype without changing any value
@@ -40,8 +40,7 @@ _WIDENS_TO = {torch.float16: (torch.float32, torch.float64), torch.bfloat16: (to
 
 
 # ------------------------------------------------------------------------------ step counts
-def _whole(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+_whole = is_whole_number
 
 
 def check_steps_count(value, name: str = "T") -> int:
@@ -118,12 +117,17 @@ def prepare_images(images, module: nn.Module) -> torch.Tensor:
     conv = _first_conv(module)
     if conv is not None:
         want = len(conv.kernel_size) + 2
+        layout = "[N, C, H, W]" if want == 4 else f"{want}-d [N, C, ...]"
         if images.dim() != want:
-            layout = "[N, C, H, W]" if want == 4 else f"{want}-d [N, C, ...]"
             extra = (": they look like they already have a time axis; pass one step, the run repeats it"
                      if images.dim() == want + 1 else "")
             raise ConfigError(f"images must be one batch of static images {layout}, got shape "
                               f"{tuple(images.shape)}{extra}")
+        if images.shape[1] != conv.in_channels:
+            extra = (f" (channels last? pass images.permute(0, {want - 1}, {', '.join(map(str, range(1, want - 1)))})"
+                     f")" if images.shape[-1] == conv.in_channels else "")
+            raise ConfigError(f"images of shape {tuple(images.shape)} have {images.shape[1]} channels in dim 1, but "
+                              f"the network's first convolution takes {conv.in_channels}: pass {layout}{extra}")
     check_finite_images(images)
     dtype = network_dtype(module)
     if dtype is not None and images.dtype != dtype:
@@ -132,6 +136,50 @@ def prepare_images(images, module: nn.Module) -> torch.Tensor:
         raise ConfigError(f"images are {images.dtype} but the network is {dtype}: pass images.to({dtype}) "
                           f"or convert a {images.dtype} copy of the network")
     return images
+
+
+def check_labels(labels, images: torch.Tensor, classes: int) -> None:
+    """Labels of a batch: a tensor of class indices, one per image, each in 0..classes-1 (a label
+    outside the range is never predicted, so it would count as wrong, silently)."""
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() \
+            or labels.dtype == torch.bool:
+        what = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ConfigError(f"labels must be a tensor of integer class indices, got {what}")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ConfigError(f"labels must be one class index per image, shape ({images.shape[0]},), got shape "
+                          f"{tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ConfigError(f"labels must be class indices in 0..{classes - 1} (the network has {classes} outputs), "
+                          f"got values from {int(labels.min())} to {int(labels.max())}: check the dataset's "
+                          "targets and the model's number of classes")
+
+
+def loader_batches(loader: Iterable, device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of every batch of ``loader``, on ``device``; a loader yielding anything but
+    pairs of tensors (dicts, triples) is refused, saying what is expected."""
+    for batch in loader:
+        if isinstance(batch, dict):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got a dict with keys "
+                              f"{sorted(map(str, batch))}: wrap it, e.g. ((b['image'], b['label']) for b in loader)")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) \
+                else f"a {type(batch).__name__}"
+            raise ConfigError(f"the data loader must yield (images, labels) pairs, got {what}: wrap it, e.g. "
+                              "((images, labels) for images, labels, *_ in loader)")
+        images, labels = batch
+        if not isinstance(images, torch.Tensor):
+            raise ConfigError(f"the data loader must yield (images, labels) pairs of tensors, got images of type "
+                              f"{type(images).__name__}")
+        yield images.to(device), labels.to(device) if isinstance(labels, torch.Tensor) else labels
+
+
+def check_device(module: nn.Module, what: str = "the ANN") -> None:
+    """Refuse a module whose tensors are on the ``meta`` device: they have shapes but no values."""
+    meta = [name for name, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if meta:
+        raise ConfigError(f"{what} holds tensors on the 'meta' device, which have no values ({meta[0]}"
+                          f"{f' and {len(meta) - 1} more' if len(meta) > 1 else ''}): materialise and load the weights "
+                          "first, e.g. model.to_empty(device='cpu') then model.load_state_dict(state)")
 
 
 # ------------------------------------------------------------------------ weights and state

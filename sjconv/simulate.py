@@ -32,7 +32,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .guards import check_chunk, check_step_list, check_steps_count, eval_mode, prepare_images
+from .guards import (check_chunk, check_labels, check_step_list, check_steps_count, eval_mode, loader_batches,
+                     prepare_images)
 from .memory import choose_chunk, is_allocation_failure
 from .neurons import protocol
 from .neurons.modes import MULTI, SINGLE, step_mode_of
@@ -42,6 +43,20 @@ def _device_of(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def check_chunking(net: nn.Module, chunk, memory_budget) -> Optional[int]:
+    """``chunk`` checked (:func:`sjconv.guards.check_chunk`); ``chunk`` and ``memory_budget`` set
+    how many time steps one multi-step call runs, so for a network in single-step mode (one step
+    per call) they are refused, not ignored (as the command-line tools refuse the flags)."""
+    chunk = check_chunk(chunk)
+    if step_mode_of(net) == SINGLE:
+        for name, value in (("chunk", chunk), ("memory_budget", memory_budget)):
+            if value is not None:
+                raise ConfigError(f"{name} sets how many time steps one multi-step call runs, but the network is in "
+                                  f"single-step mode ('s', one step per call): drop {name} or convert with "
+                                  "step_mode='m'")
+    return chunk
 
 
 def _resolve_chunk(net: nn.Module, images: torch.Tensor, steps: int, chunk: Optional[int],
@@ -69,8 +84,8 @@ def iter_logits(snn: nn.Module, images: torch.Tensor, T: int, tau: Optional[int]
     The network runs in eval mode; every module's own mode is given back when the generator ends.
     """
     T = check_steps_count(T, "T")
-    chunk = check_chunk(chunk)
     net, _, tau = protocol.converted_network(snn, tau)
+    chunk = check_chunking(net, chunk, memory_budget)
     images = prepare_images(images, net)
     with eval_mode(net):
         chunk = _resolve_chunk(net, images, max(T, tau), chunk, memory_budget)
@@ -91,6 +106,8 @@ def _count_correct(net, images, labels, steps: Sequence[int], tau, chunk) -> Dic
     wanted, correct = set(steps), {}
     running, t = None, 0
     for block in protocol.run(net, images, steps[-1], tau, chunk):
+        if running is None:
+            check_labels(labels, images, block.shape[-1])
         for logits in block:
             t += 1
             running = logits.double() if running is None else running + logits.double()
@@ -143,16 +160,16 @@ def count_correct(snn: nn.Module, loader: Iterable, T: Union[int, Iterable[int]]
         The return value stays a pair for existing callers.
     """
     steps = check_step_list(T)
-    chunk = check_chunk(chunk)
     device = torch.device(device) if device is not None else _device_of(snn)
     correct = {t: 0 for t in steps}
     total = 0
     net, _, tau = protocol.converted_network(snn, tau)
+    chunk = check_chunking(net, chunk, memory_budget)
     adaptive = chunk is None and memory_budget is not None
     retries = 0
     with eval_mode(net):   # also while the memory budget's trial runs choose the chunk
-        for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            images, labels = prepare_images(images.to(device), net), labels.to(device)
+        for images, labels in tqdm(loader_batches(loader, device), desc=desc, disable=not progress, leave=False):
+            images = prepare_images(images, net)
             if adaptive and chunk is None:
                 chunk = _resolve_chunk(net, images, max(steps[-1], tau), None, memory_budget)
             while True:
@@ -211,8 +228,10 @@ def count_correct_ann(ann: nn.Module, loader: Iterable, device: Optional[Union[s
     device = torch.device(device) if device is not None else _device_of(ann)
     correct = total = 0
     with eval_mode(ann):
-        for images, labels in tqdm(loader, desc="ANN", disable=not progress, leave=False):
-            images, labels = prepare_images(images.to(device), ann), labels.to(device)
-            correct += int((ann(images).argmax(dim=-1) == labels).sum())
+        for images, labels in tqdm(loader_batches(loader, device), desc="ANN", disable=not progress, leave=False):
+            images = prepare_images(images, ann)
+            logits = ann(images)
+            check_labels(labels, images, logits.shape[-1])
+            correct += int((logits.argmax(dim=-1) == labels).sum())
             total += labels.numel()
     return correct, total

@@ -186,7 +186,7 @@ class _ViewNet(nn.Module):
 
 
 def test_layers_layout_is_refused_naming_the_line():
-    with pytest.raises(ConfigError, match=r"layout='layers'.*test_byom\.py:\d+ in forward: `return self\.fc"):
+    with pytest.raises(ConfigError, match=r"layout='layers'.*test_byom\.py:\d+ in _ViewNet\.forward: `return self\.fc"):
         sjconv.convert(_ViewNet(), layout="layers")
     with pytest.raises(ConfigError, match="layout must be"):
         sjconv.convert(_ViewNet(), layout="time")
@@ -252,9 +252,9 @@ class _FunctionalMaxPool(nn.Module):
 
 
 def test_functional_activation_and_max_pool_are_refused_naming_the_line():
-    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in forward: `x = F\.relu.*relu\(\).*QCFS module"):
+    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in _FunctionalRelu\.forward: `x = F\.relu.*relu\(\).*QCFS module"):
         sjconv.convert(_FunctionalRelu())
-    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in forward: .*max_pool2d\(\).*avg"):
+    with pytest.raises(ConversionError, match=r"test_byom\.py:\d+ in _FunctionalMaxPool\.forward: .*max_pool2d\(\).*avg"):
         sjconv.convert(_FunctionalMaxPool())
 
 
@@ -330,3 +330,93 @@ def test_finetuned_thresholds_map_back_onto_each_styles_own_names(models, style)
         assert theta.shape == original.shape
     again = sjconv.convert(tuned, method="qcfs")
     assert torch.equal(sjconv.simulate(again, images, T=3), sjconv.simulate(snn, images, T=3))
+
+
+# ----------------------------------------------------------------------------- found in the same trial (issue #27)
+class _Shifted(bm.MyFloor):
+    """MyFloor with the shift 1/2 + ``delta`` (a rounding point moved by ``delta`` of a level)."""
+
+    def __init__(self, delta, **kwargs):
+        super().__init__(**kwargs)
+        self.delta = delta
+
+    def forward(self, x):
+        return torch.clamp(torch.floor(x / self.up * self.t + 0.5 + self.delta) / self.t, 0, 1) * self.up
+
+
+@pytest.mark.parametrize("delta", [1 / 200, -1 / 200, 1e-4, -1e-4, 1e-7, -1e-7])
+def test_a_shift_off_by_a_little_is_refused_on_either_side_of_the_rounding_points(delta):
+    with pytest.raises(ConversionError, match=r"does not compute the QCFS clip-floor-shift"):
+        sjconv.convert(nn.Sequential(nn.Linear(3, 3), _Shifted(delta, up=2.0, t=4), nn.Linear(3, 2)))
+    sjconv.convert(nn.Sequential(nn.Linear(3, 3), _Shifted(0.0, up=2.0, t=4), nn.Linear(3, 2)))
+
+
+class _Extra(bm.QCFS):
+    def __init__(self):
+        super().__init__(up=2.0, t=4)
+        self.register_buffer("scale", torch.ones(1))
+
+
+def test_activation_modules_that_hold_the_wrong_things_are_named_for_it():
+    with pytest.raises(ConversionError, match=r"'1' of type QCFS: its level count t=4\.0 is a float, not a whole "
+                       r"number >= 1 \(an int\)"):
+        sjconv.convert(nn.Sequential(nn.Linear(3, 3), bm.QCFS(up=2.0, t=4.0), nn.Linear(3, 2)))
+    with pytest.raises(ConversionError, match=r"'1' of type _Extra: it holds a threshold 'up' and other tensors as "
+                       r"well \(scale\)"):
+        sjconv.convert(nn.Sequential(nn.Linear(3, 3), _Extra(), nn.Linear(3, 2)))
+
+
+def test_a_model_on_the_meta_device_is_refused():
+    with torch.device("meta"):
+        ann = nn.Sequential(nn.Linear(3, 3), QCFS(4, 1.0), nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match=r"'meta' device, which have no values \(0\.weight and \d+ more\).*to_empty"):
+        sjconv.convert(ann)
+
+
+def test_counts_are_whole_numbers_everywhere():
+    ann = nn.Sequential(nn.Linear(3, 3), QCFS(4, 1.0), nn.Linear(3, 2))
+    for kwargs, name in (({"method": "srp", "tau": 2.0}, "tau"), ({"method": "gn", "levels": 2.0}, "levels")):
+        with pytest.raises(ConfigError, match=name + r" .*must be a whole number.*got 2\.0"):
+            sjconv.convert(ann, **kwargs)
+    snn = sjconv.convert(ann)
+    with pytest.raises(ConfigError, match=r"T must be a whole number.*got 1\.0"):
+        sjconv.simulate(snn, torch.randn(2, 3), 1.0)
+
+
+def test_chunking_a_single_step_network_is_refused():
+    ann = nn.Sequential(nn.Linear(3, 3), QCFS(4, 1.0), nn.Linear(3, 2))
+    snn = sjconv.convert(ann, "qcfs", "s")
+    loader = [(torch.randn(2, 3), torch.tensor([0, 1]))]
+    for kwargs in ({"chunk": 2}, {"memory_budget": "1GB"}):
+        name = next(iter(kwargs))
+        with pytest.raises(ConfigError, match=name + r" sets how many time steps one multi-step call runs.*'s'"):
+            sjconv.simulate(snn, torch.randn(2, 3), 4, **kwargs)
+        with pytest.raises(ConfigError, match=name + " sets"):
+            sjconv.evaluate(snn, loader, T=[2], progress=False, **kwargs)
+
+
+def test_an_unusable_backend_is_refused_when_assigned():
+    snn = sjconv.convert(nn.Sequential(nn.Linear(3, 3), QCFS(4, 1.0), nn.Linear(3, 2)))
+    node = sjconv.neurons.spiking_nodes(snn)[0]
+    with pytest.raises(ConfigError, match="unknown backend 'triton'"):
+        node.backend = "triton"
+    assert node.backend == "torch" and snn.backend == "torch"
+
+
+def test_images_labels_and_loaders_are_checked(models):
+    nets, images = models
+    ann = nets["qcfs_v1"]
+    snn = sjconv.convert(ann)
+    with pytest.raises(ConfigError, match=r"images of shape \(4, 8, 8, 3\) have 8 channels in dim 1, but the network's "
+                       r"first convolution takes 3: pass \[N, C, H, W\] \(channels last\? pass images\.permute\(0, 3, 1, 2\)\)"):
+        sjconv.simulate(snn, images.permute(0, 2, 3, 1), 2)
+    bad = [(images, torch.tensor([0, 1, 2, 10]))]
+    for run in (lambda loader: sjconv.evaluate(snn, loader, T=[2], progress=False),
+                lambda loader: sjconv.evaluate_ann(ann, loader, progress=False)):
+        with pytest.raises(ConfigError, match=r"labels must be class indices in 0\.\.9 \(the network has 10 outputs\), "
+                           r"got values from 0 to 10"):
+            run(bad)
+        with pytest.raises(ConfigError, match=r"\(images, labels\) pairs, got a dict with keys \['image', 'label'\]"):
+            run([{"image": images, "label": torch.arange(4)}])
+        with pytest.raises(ConfigError, match=r"\(images, labels\) pairs, got a tuple of 3 items"):
+            run([(images, torch.arange(4), torch.arange(4))])

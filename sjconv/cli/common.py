@@ -96,12 +96,12 @@ def check_simulation_args(args) -> None:
     ``--tau`` becomes an int (or None). Raises :class:`ConfigError` naming the flag."""
     if args.tau is not None:
         try:
-            tau = float(args.tau)
+            tau = int(args.tau)
         except ValueError:
-            tau = float("nan")
-        if not tau.is_integer() or tau < 0:
+            tau = -1
+        if tau < 0:
             raise ConfigError(f"--tau must be a whole number of pre-run steps >= 0, got '{args.tau}'")
-        args.tau = int(tau)
+        args.tau = tau
     if args.tau is not None and not any(METHODS[m].prerun for m in args.method):
         with_prerun = ", ".join(m for m, r in METHODS.items() if r.prerun)
         raise ConfigError(f"--tau sets pre-run steps, but none of the methods ({' '.join(args.method)}) has a "

@@ -38,11 +38,17 @@ _ATTR = "_sjconv_fold"
 
 class FoldState:
     """What a folded network's hooks share: ``steps`` (T of the multi-step call under way, None
-    outside one) and ``reason`` (why the network is folded, for messages)."""
+    outside one), ``reason`` (why the network is folded, for messages) and ``single_step_only``
+    (None, or why the model's forward cannot run in multi-step mode: it mixes the samples of its
+    batch, which folded would mix time steps; docs/protocols.md#forward-rule)."""
 
-    def __init__(self, reason: str = ""):
+    def __init__(self, reason: str = "", single_step_only: Optional[str] = None):
         self.steps: Optional[int] = None
         self.reason = reason
+        self.single_step_only = single_step_only
+
+    def __setstate__(self, state):   # networks pickled before single_step_only existed
+        self.__dict__.update({"single_step_only": None, **state})
 
 
 class _RootFold:
@@ -55,6 +61,9 @@ class _RootFold:
         self.state.steps = None
         if step_mode_of(module) != MULTI:
             return None
+        if self.state.single_step_only:
+            raise ConfigError(f"this network runs only in single-step mode (step_mode 's'): "
+                              f"{self.state.single_step_only}")
         if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
             raise ConfigError("a folded network in multi-step mode takes one tensor [T, N, ...] as its first argument")
         x = args[0]
@@ -107,9 +116,10 @@ class _NodeFold:
         return output.flatten(0, 1)
 
 
-def install(net: nn.Module, reason: str = "") -> FoldState:
-    """Give ``net`` (the converted model, plain torch modules and sjconv nodes) the folded layout."""
-    state = FoldState(reason)
+def install(net: nn.Module, reason: str = "", single_step_only: Optional[str] = None) -> FoldState:
+    """Give ``net`` (the converted model, plain torch modules and sjconv nodes) the folded layout;
+    ``single_step_only``: why its multi-step calls are refused (see :class:`FoldState`)."""
+    state = FoldState(reason, single_step_only)
     setattr(net, _ATTR, state)
     net.register_forward_pre_hook(_RootFold(state))
     net.register_forward_hook(_RootUnfold(state))

@@ -126,6 +126,18 @@ class SpikingNode(BaseNode):
         self._in_prerun = False
         self._cos_v0 = None
 
+    # -------------------------------------------------------------- backend
+    @property
+    def backend(self) -> str:
+        """The neuron backend (:data:`sjconv.neurons.BACKENDS`); assigning one checks it then, as
+        building the node does, so that an unknown or unusable backend fails on the assignment,
+        not when the node first runs."""
+        return self.__dict__.get("_backend") or self.__dict__.get("backend", "torch")
+
+    @backend.setter
+    def backend(self, name: str):
+        self.__dict__["_backend"] = check_backend(name)
+
     # -------------------------------------------------------------- threshold
     @property
     def v_threshold(self) -> float:
