@@ -167,8 +167,7 @@ class FFNet(nn.Module):
         the label entries differ), so the candidates are compared on the same input noise."""
         n, c = x.shape[0], self.num_classes
         seq = self.encode(x)[:, :, None].expand(-1, -1, c, -1).clone()       # [T, N, C, D], one draw per image
-        label_rate = x.amax(dim=1)                                           # the overlay's active value
-        label_seq = encode(label_rate[:, None].expand(-1, c), self.T, self.coding)   # [T, N, C]
+        label_seq = encode(x.amax(dim=1, keepdim=True), self.T, self.coding)   # [T, N, 1]: one train per image
         seq[..., :c] = torch.eye(c, dtype=x.dtype, device=x.device) * label_seq[..., None]
         outs = self(seq.reshape(self.T, n * c, -1), depth=depth)
         per_layer = torch.stack([goodness(out) for out in outs])               # [L, N·C]
