@@ -2,6 +2,7 @@
 negatives, both readouts, checkpoints. Tiny networks and a few samples: the whole file runs in seconds."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from sjconv.errors import CheckpointError, ConfigError
 from sjconv.ff import (BPTTNet, FFNet, encode, ff_loss, ff_step, goodness, hard_wrong_labels, layer_optimizers,
                        load_ff, neutral, overlay, random_wrong_labels, rms_normalize, save_ff, train_bptt, train_ff,
                        train_readout)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _images(n=6, d=16, seed=0):
@@ -303,3 +306,17 @@ def test_bad_networks_are_refused(kwargs, message):
     settings.update(kwargs)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         FFNet(**settings)
+
+
+def test_ff_is_independent_of_conversion():
+    """sjconv.ff imports none of the conversion stack (neurons, convert, simulate, models)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sjconv.ff.experiment, sjconv.cli.train_ff; "
+            "print(sorted(m for m in sys.modules if m.startswith('sjconv')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": ROOT}).stdout
+    for name in ("sjconv.neurons", "sjconv.convert", "sjconv.simulate", "sjconv.models", "sjconv.train"):
+        assert f"'{name}'" not in out, out
+    assert "'sjconv.ff.core'" in out

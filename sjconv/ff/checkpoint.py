@@ -1,11 +1,11 @@
 """Saving and loading a forward-forward network (and the state to resume its training)."""
 
-import os
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from ..checkpoint import read_checkpoint
 from ..errors import CheckpointError
 from ..report import atomic_path
 from .core import FFNet
@@ -31,12 +31,7 @@ def save_ff(path: str, net: FFNet, optimizers: Optional[Sequence[torch.optim.Opt
 
 def read_ff(path: str) -> Dict:
     """The stored dict of a checkpoint written by :func:`save_ff`, with a clear error for anything else."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:   # pickle and zip errors have many types
-        raise CheckpointError(f"could not read {path}: {exc}") from None
+    state = read_checkpoint(path)   # a missing or unreadable file: one line naming it
     if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a forward-forward checkpoint (written by sjconv.ff.save_ff)")
     return dict(state)

@@ -7,6 +7,7 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import torch
 
+from ..errors import ConfigError
 from ..report import write_json
 from .checkpoint import read_ff, save_ff
 from .core import FFNet, goodness, overlay
@@ -46,8 +47,6 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
                    resume_settings: Iterable[str] = (), threads: Optional[int] = None) -> Dict:
     """Run the FF experiment of ``settings`` (see :func:`sjconv.cli.train_ff.settings_of`) and
     write its files under ``prefix``; returns the results written to PREFIX.json."""
-    from ..train import check_resume
-
     classes, seed, epochs, schedule = DATASETS[settings["dataset"]].classes, settings["seed"], settings["epochs"], \
         settings["schedule"]
     seconds: Dict[str, float] = {}
@@ -64,8 +63,7 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
     if resume:
         state = read_ff(checkpoint)
         training = state.get("training") or {}
-        check_resume(training, {k: settings[k] for k in resume_settings}, where=checkpoint,
-                     flag=lambda name: f"--{name.replace('_', '-')} ")
+        check_same_settings(training.get("settings") or {}, settings, resume_settings, checkpoint)
         net.load_state_dict(state["state_dict"], strict=False)
         for opt, saved in zip(optimizers, state.get("optimizers", [])):
             opt.load_state_dict(saved)
@@ -134,6 +132,16 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
 
     plot_all(prefix, {**results, "dataset": DATASETS[settings["dataset"]].title}, figures)
     return results
+
+
+def check_same_settings(stored: Mapping, settings: Mapping, names: Iterable[str], where: str) -> None:
+    """A resumed run repeats the settings its checkpoint was trained with (another learning rate
+    or width would change the run mid-way): one error listing every difference as its flag."""
+    differ = [f"--{k.replace('_', '-')} {stored[k]} (this run: {settings[k]})" for k in names
+              if k in stored and stored[k] != settings[k]]
+    if differ:
+        raise ConfigError(f"{where} was written with other settings: {', '.join(differ)}; resume with the stored "
+                          "settings, or start a new run")
 
 
 def row_seconds(seconds: Mapping[str, float]) -> Dict[str, float]:
