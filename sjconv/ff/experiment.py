@@ -12,13 +12,10 @@ from ..report import write_json
 from .checkpoint import read_ff, save_ff
 from .core import FFNet, goodness, overlay
 from .data import ff_data
-from .options import DATASETS
+from .options import DATASETS, ROWS
 from .train import (BPTTNet, layer_optimizers, random_wrong_labels, train_bptt, train_ff, train_readout,
                     trained_depth)
 
-#: table rows, in order: key of ``test_accuracy`` -> label
-ROWS = {"ff_goodness": "spiking FF, goodness", "ff_softmax": "spiking FF, softmax",
-        "bptt": "spiking BPTT (baseline)", "ff_relu": "ReLU FF, goodness (baseline)"}
 
 
 def accuracy(predicted: torch.Tensor, y: torch.Tensor) -> float:

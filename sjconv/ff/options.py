@@ -10,6 +10,9 @@ ENCODINGS = ("poisson", "direct")
 SCHEDULES = ("joint", "layerwise")
 #: how negative labels are drawn (see :func:`sjconv.ff.train_ff`)
 NEGATIVES = ("random", "hard")
+#: the models and readouts of a run, in table order: key of ``test_accuracy`` -> row label
+ROWS = {"ff_goodness": "spiking FF, goodness", "ff_softmax": "spiking FF, softmax",
+        "bptt": "spiking BPTT (baseline)", "ff_relu": "ReLU FF, goodness (baseline)"}
 #: marks a checkpoint written by :func:`sjconv.ff.save_ff`
 CHECKPOINT_FORMAT = "sjconv-ff-1"
 

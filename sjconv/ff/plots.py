@@ -6,6 +6,7 @@ from typing import Dict, Mapping, Sequence
 
 from ..analysis_plots import _figure, layer_colors
 from ..report import atomic_path, row_style
+from .options import ROWS
 
 
 def _save(fig, path: str) -> None:
@@ -15,7 +16,7 @@ def _save(fig, path: str) -> None:
 
 
 def plot_curves(path: str, curves: Mapping[str, Sequence[float]], finals: Mapping[str, float],
-                title: str = "") -> None:
+                title: str = "", xlabel: str = "epoch") -> None:
     """Test accuracy per epoch, one line per model (``curves``: label -> accuracy after each
     epoch); ``finals`` (label -> accuracy) are models with one figure only (the softmax readout),
     drawn as a marker at the last epoch."""
@@ -27,7 +28,10 @@ def plot_curves(path: str, curves: Mapping[str, Sequence[float]], finals: Mappin
     for j, (label, value) in enumerate(finals.items()):
         ax.plot([last], [value], linestyle="none", label=f"{label} (after training)",
                 marker=row_style(len(curves) + j)["marker"], markersize=8)
-    ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -65,7 +69,7 @@ def plot_raster(path: str, spikes: Sequence, label: int, title: str = "") -> Non
     for k, s in enumerate(spikes):
         ax = fig.add_subplot(1, n, k + 1)
         steps, neurons = s.nonzero()
-        ax.scatter(steps, neurons, s=4, marker="|", color=colors[k])
+        ax.scatter(steps, neurons, s=6, marker="s", linewidths=0, color=colors[k])
         ax.set_xlim(-0.5, s.shape[0] - 0.5)
         ax.set_ylim(-0.5, s.shape[1] - 0.5)
         ax.set_xlabel("time step")
@@ -79,14 +83,12 @@ def plot_raster(path: str, spikes: Sequence, label: int, title: str = "") -> Non
 def plot_all(prefix: str, results: Dict, figures: Dict) -> None:
     """Write PREFIX.png, PREFIX_goodness.png and PREFIX_raster.png from a run's ``results``
     (its ``curves`` and ``test_accuracy``) and ``figures`` (goodness arrays and raster)."""
-    curves = {LABELS[k]: v for k, v in results["curves"].items() if k in LABELS and v}
-    finals = {LABELS[k]: v for k, v in results["test_accuracy"].items() if k not in results["curves"]}
-    plot_curves(prefix + ".png", curves, finals, title=f"forward-forward on {results['dataset']}")
+    curves = {ROWS[k]: v for k, v in results["curves"].items() if k in ROWS and v}
+    finals = {ROWS[k]: v for k, v in results["test_accuracy"].items() if k not in results["curves"]}
+    layerwise = results["settings"]["schedule"] == "layerwise"
+    plot_curves(prefix + ".png", curves, finals, title=f"forward-forward on {results['dataset']}",
+                xlabel="epoch (FF layerwise: layer 1's epochs, then layer 2's, ...)" if layerwise else "epoch")
     plot_goodness(prefix + "_goodness.png", figures["goodness_pos"], figures["goodness_neg"],
                   results["settings"]["goodness_threshold"])
     plot_raster(prefix + "_raster.png", figures["raster"], figures["raster_label"])
 
-
-#: row labels of the models and readouts (the keys of ``test_accuracy``)
-LABELS = {"ff_goodness": "spiking FF, goodness", "ff_softmax": "spiking FF, softmax",
-          "bptt": "spiking BPTT", "ff_relu": "ReLU FF, goodness"}
