@@ -136,3 +136,32 @@ def test_help_lists_every_option_with_its_default(tmp_path):
                    "--seed", "--out", "--resume", "--overwrite", "--download", "--data-dir"):
         assert option in out, option
     assert out.count("(default:") >= 15
+
+
+def _fake_mnist(root, folder="MNIST", n_train=40, n_test=20):
+    """Tiny MNIST-format files (idx, as torchvision reads them) in ``root/folder/raw``."""
+    import struct
+
+    import numpy as np
+
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, n) + labels.tobytes())
+
+
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_datasets(dataset, folder, tmp_path, capsys):
+    _fake_mnist(tmp_path, folder)
+    prefix = str(tmp_path / "ff")
+    args = ["--dataset", dataset, "--data-dir", str(tmp_path), "--dims", "784", "12", "-T", "2", "--epochs", "1",
+            "--no-baselines", "--device", "cpu", "--out", prefix]
+    assert train_ff.cli(args) == 0
+    results = json.loads((tmp_path / "ff.json").read_text())
+    assert results["train_images"] == 40 and results["test_images"] == 20 and results["dataset"] == dataset
+    assert train_ff.cli(args[:-2] + ["--dims", "64", "12", "--out", prefix + "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--dims must start with the input size of {dataset}, 784, got 64")

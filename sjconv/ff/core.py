@@ -175,7 +175,7 @@ class FFNet(nn.Module):
         return per_layer[first:].sum(dim=0).reshape(n, c)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, readout: str = "goodness", skip_first: bool = False, batch_size: int = 512,
+    def predict(self, x: torch.Tensor, readout: str = "goodness", skip_first: bool = False, batch_size: int = 256,
                 depth: Optional[int] = None) -> torch.Tensor:
         """Predicted labels [N] of [N, D] images in [0, 1] (flattened, label entries included).
 

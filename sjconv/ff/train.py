@@ -120,7 +120,7 @@ def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_si
             reach = max(train_layers) + 1
             with torch.no_grad():
                 scores = torch.cat([net.label_scores(chunk, skip_first and reach > 1, depth=reach)
-                                    for chunk in x.split(1024)])
+                                    for chunk in x.split(256)])
         order = torch.randperm(n, device=x.device)
         sums = [0.0] * len(train_layers)
         for i, start in enumerate(range(0, n, batch_size)):
