@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     results = json.loads(open(run_prefix + ".json").read())
     net = load_ff(run_prefix + ".pth")
     skip = results["settings"]["skip_first_layer"]
-    _, _, x_test, y_test = ff_data(results["dataset"], results["settings"]["data_dir"], seed=results["settings"]["seed"])
+    settings = results["settings"]
+    _, _, x_test, y_test = ff_data(results["dataset"], settings["data_dir"], seed=settings["seed"])
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()

@@ -165,3 +165,13 @@ def test_torchvision_datasets(dataset, folder, tmp_path, capsys):
     assert results["train_images"] == 40 and results["test_images"] == 20 and results["dataset"] == dataset
     assert train_ff.cli(args[:-2] + ["--dims", "64", "12", "--out", prefix + "2"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"--dims must start with the input size of {dataset}, 784, got 64")
+
+
+def test_installed_as_sjconv_train_ff():
+    import os
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts["sjconv-train-ff"] == "sjconv.cli.train_ff:cli"

@@ -21,7 +21,7 @@ from .common import (HelpFormatter, add_overwrite_arg, check_writable, positive_
 
 #: the settings a resumed run must repeat (they shape the network or its training)
 RESUME_SETTINGS = ("dataset", "dims", "T", "epochs", "batch_size", "lr", "tau", "v_threshold", "goodness_threshold",
-                   "sharpness", "encoding", "negatives", "schedule", "hard_temperature", "seed")
+                   "sharpness", "encoding", "negatives", "schedule", "hard_temperature", "hard_every", "seed")
 
 
 def parse_args(argv=None):
@@ -49,6 +49,9 @@ def parse_args(argv=None):
                    help="random: a wrong label drawn uniformly; hard: drawn from the network's own label scores")
     p.add_argument("--hard-temperature", type=float, default=1.0,
                    help="temperature of the hard negatives' softmax over standardised label scores")
+    p.add_argument("--hard-every", type=positive_int, default=1,
+                   help="score the training set for hard negatives every N epochs (each scoring costs about an "
+                        "epoch of training)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="joint",
                    help="joint: every layer on every minibatch; layerwise: layer after layer, --epochs each")
     p.add_argument("--skip-first-layer", action="store_true",
@@ -102,10 +105,12 @@ def check_args(args) -> None:
 
 
 def settings_of(args) -> dict:
-    return {"dataset": args.dataset, "data_dir": args.data_dir, "download": args.download, "dims": list(args.dims), "T": args.steps, "epochs": args.epochs,
+    return {"dataset": args.dataset, "data_dir": args.data_dir, "download": args.download, "dims": list(args.dims),
+            "T": args.steps, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "tau": args.tau, "v_threshold": args.v_threshold,
             "goodness_threshold": args.goodness_threshold, "sharpness": args.sharpness, "encoding": args.encoding,
-            "negatives": args.negatives, "hard_temperature": args.hard_temperature, "schedule": args.schedule,
+            "negatives": args.negatives, "hard_temperature": args.hard_temperature, "hard_every": args.hard_every,
+            "schedule": args.schedule,
             "skip_first_layer": args.skip_first_layer, "baselines": args.baselines, "bptt_lr": args.bptt_lr,
             "relu_lr": args.relu_lr, "relu_goodness_threshold": args.relu_goodness_threshold, "seed": args.seed}
 

@@ -78,9 +78,9 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
                                               "curve": curve, "seconds_train": seconds["ff_train"],
                                               "seconds_curve": seconds["ff_curve"]})
 
+    hard = {"hard_temperature": settings["hard_temperature"], "hard_every": settings["hard_every"]}
     train_ff(net, x_train, y_train, epochs, settings["batch_size"], settings["lr"], schedule, settings["negatives"],
-             seed=seed, hard_temperature=settings["hard_temperature"], skip_first=skip, optimizers=optimizers,
-             start_epoch=start, on_epoch=on_epoch)
+             seed=seed, skip_first=skip, optimizers=optimizers, start_epoch=start, on_epoch=on_epoch, **hard)
     test_acc, train_acc = {}, {}
     torch.manual_seed(seed + 1)   # the spikes of the evaluations below
     predicted, seconds["ff_predict_test"] = _timed(net.predict, x_test, skip_first=skip)
@@ -107,7 +107,7 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
         relu_curve = []
         relu_history, _ = _timed(
             train_ff, relu, x_train, y_train, epochs, settings["batch_size"], settings["relu_lr"], schedule,
-            settings["negatives"], seed=seed, hard_temperature=settings["hard_temperature"], skip_first=skip,
+            settings["negatives"], seed=seed, skip_first=skip, **hard,
             on_epoch=lambda e, r: relu_curve.append(accuracy(
                 relu.predict(x_test, skip_first=skip, depth=trained_depth(schedule, e, epochs, len(relu.layers))),
                 y_test)))

@@ -31,7 +31,7 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def hard_wrong_labels(scores: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """A wrong label per sample drawn in proportion to how much the network likes it (Hinton
-    2022, section "Using FF to model top-down effects", hard negatives): ``scores`` [N, C] are the
+    2022's hard negatives: wrong labels the network itself predicts): ``scores`` [N, C] are the
     label scores of :meth:`FFNet.label_scores`, standardised per sample, and the wrong labels are
     drawn from softmax(score / temperature); the true label is never drawn."""
     z = (scores - scores.mean(dim=1, keepdim=True)) / (scores.std(dim=1, keepdim=True) + 1e-8)
@@ -77,8 +77,9 @@ def ff_step(net: FFNet, optimizers: Sequence[torch.optim.Optimizer], x_pos: torc
 
 def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 64, lr: float = 3e-3,
              schedule: str = "joint", negatives: str = "random", seed: int = 0, hard_temperature: float = 1.0,
-             skip_first: bool = False, optimizers: Optional[Sequence[torch.optim.Optimizer]] = None,
-             start_epoch: int = 0, on_epoch: Optional[Callable[[int, Dict], None]] = None) -> List[Dict]:
+             hard_every: int = 1, skip_first: bool = False,
+             optimizers: Optional[Sequence[torch.optim.Optimizer]] = None, start_epoch: int = 0,
+             on_epoch: Optional[Callable[[int, Dict], None]] = None) -> List[Dict]:
     """Train ``net`` with forward-forward on the whole training set.
 
     Args:
@@ -89,7 +90,9 @@ def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_si
         batch_size, lr: minibatch size and Adam's initial rate (cosine decay to 0 over each
             layer's updates).
         negatives: ``random`` (a wrong label drawn uniformly) or ``hard`` (drawn from the
-            network's own label scores of the training set, refreshed every epoch).
+            network's own label scores of the training set, refreshed every ``hard_every``
+            epochs of each layer's training: scoring every candidate of every image costs
+            about as much as an epoch of training).
         seed: re-seeds torch's generators at every epoch (see the module docstring).
         skip_first: the hard negatives' scores leave out the first layer (as the prediction).
         optimizers: one per layer (default: :func:`layer_optimizers`); pass those of a
@@ -110,13 +113,13 @@ def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_si
     n, c, depth = x.shape[0], net.num_classes, len(net.layers)
     per_epoch = math.ceil(n / batch_size)
     phases = [list(range(depth))] if schedule == "joint" else [[k] for k in range(depth)]
-    history = []
+    history, scores = [], None
     for epoch in range(start_epoch, epochs * len(phases)):
         started = time.perf_counter()
         phase, within = divmod(epoch, epochs)
         train_layers = phases[phase]
         _seed_epoch(seed, epoch)
-        if negatives == "hard":
+        if negatives == "hard" and (within % hard_every == 0 or scores is None):
             reach = max(train_layers) + 1
             with torch.no_grad():
                 scores = torch.cat([net.label_scores(chunk, skip_first and reach > 1, depth=reach)
