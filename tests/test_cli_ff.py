@@ -82,8 +82,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     a, b = (json.loads(open(p + ".json").read()) for p in (whole, part))
     assert a["curves"] == b["curves"] and a["test_accuracy"] == b["test_accuracy"]
     assert [r["loss"] for r in a["ff_history"]] == [r["loss"] for r in b["ff_history"]]
-    assert train_ff.cli(args + ["--out", part, "--resume", "--lr", "0.01"]) == 2
-    assert "was written with other settings: --lr 0.003 (this run: 0.01)" in capsys.readouterr().err
+    assert train_ff.cli(args + ["--out", part, "--resume", "--lr", "0.02"]) == 2
+    assert "was written with other settings: --lr 0.01 (this run: 0.02)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -34,16 +34,16 @@ def parse_args(argv=None):
     p.add_argument("--dims", nargs="+", type=positive_int, default=None,
                    help="input size, then the width of each layer (default: the input size, 500 500)")
     p.add_argument("-T", "--steps", type=positive_int, default=8, help="time steps per sample")
-    p.add_argument("--epochs", type=positive_int, default=60,
+    p.add_argument("--epochs", type=positive_int, default=30,
                    help="epochs of every model (layerwise: per layer)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training images per minibatch")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of every FF layer (cosine decay)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of every FF layer (cosine decay)")
     p.add_argument("--tau", type=float, default=2.0, help="LIF time constant (> 1)")
     p.add_argument("--v-threshold", type=float, default=0.5, help="LIF firing threshold")
     p.add_argument("--goodness-threshold", type=float, default=0.1, help="θ_g of the FF loss")
     p.add_argument("--sharpness", type=float, default=10.0,
                    help="scale of the FF loss's logit, softplus(s(θ_g − g)) (the rates' goodness lies in [0, 1])")
-    p.add_argument("--encoding", choices=list(ENCODINGS), default="poisson",
+    p.add_argument("--encoding", choices=list(ENCODINGS), default="direct",
                    help="poisson: rate-coded spikes; direct: the analog image as input current every step")
     p.add_argument("--negatives", choices=list(NEGATIVES), default="hard",
                    help="random: a wrong label drawn uniformly; hard: drawn from the network's own label scores")

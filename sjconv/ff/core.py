@@ -15,6 +15,7 @@ from spikingjelly.activation_based import encoding, neuron, surrogate
 
 from ..errors import ConfigError
 from .options import ENCODINGS
+
 #: added to the RMS of :func:`rms_normalize` (a sample with no input spike at all stays zero)
 _EPS = 1e-6
 
