@@ -61,7 +61,7 @@ def run_experiment(settings: Mapping, prefix: str, device, resume: bool = False,
         state = read_ff(checkpoint)
         training = state.get("training") or {}
         check_same_settings(training.get("settings") or {}, settings, resume_settings, checkpoint)
-        net.load_state_dict(state["state_dict"], strict=False)
+        net.load_state_dict({k: v for k, v in state["state_dict"].items() if not k.startswith("readout.")})
         for opt, saved in zip(optimizers, state.get("optimizers", [])):
             opt.load_state_dict(saved)
         history, curve, start = training["history"], training["curve"], training["epochs_done"]
