@@ -175,3 +175,29 @@ def test_installed_as_sjconv_train_ff():
     with open(os.path.join(root, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts["sjconv-train-ff"] == "sjconv.cli.train_ff:cli"
+
+
+def test_benchmark_script_smoke(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    prefix = str(tmp_path / "bench")
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "ff_digits.py"), "--out", prefix,
+                           "--repeat", "1", "--dims", "64", "16", "-T", "2", "--epochs", "1", "--no-baselines",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["model"] for r in payload["rows"]] == ["ff_goodness", "ff_softmax"]
+    assert payload["predict_seconds_min"] > 0 and payload["test_images"] == 450 and payload["gap_to_bptt"] is None
+    assert (tmp_path / "bench.md").read_text().startswith("| model | test % | train % | seconds |")
+
+
+@pytest.mark.slow   # the full default run: about 4 minutes on a loaded 2-core machine
+def test_default_digits_run_meets_the_targets(tmp_path, capsys):
+    assert train_ff.cli(["--out", str(tmp_path / "ff")]) == 0
+    test = json.loads((tmp_path / "ff.json").read_text())["test_accuracy"]
+    best = max(test["ff_goodness"], test["ff_softmax"])
+    assert best >= 95.0 and test["bptt"] - best <= 3.0, test
