@@ -11,6 +11,7 @@ and non-spiking FF (ReLU). Prints one row per model and readout; writes PREFIX.j
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -100,7 +101,7 @@ def check_args(args) -> None:
     outputs = [args.out + s for s in (".json", ".png", "_goodness.png", "_raster.png", ".pth")]
     keep = {} if args.resume else {args.out + ".pth": "pass --resume to continue its training"}
     check_writable(*outputs, keep=keep, overwrite=args.overwrite)
-    if args.resume and not __import__("os").path.isfile(args.out + ".pth"):
+    if args.resume and not os.path.isfile(args.out + ".pth"):
         raise ConfigError(f"--resume: no checkpoint {args.out}.pth to continue; drop --resume to start a new run")
 
 

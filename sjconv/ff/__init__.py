@@ -3,8 +3,8 @@ backpropagation between layers, independent of conversion (docs/methods.md#forwa
 
     from sjconv.ff import FFNet, ff_data, train_ff, load_ff
     x_train, y_train, x_test, y_test = ff_data("digits")          # [N, 64] in [0, 1], labels
-    net = FFNet([64, 500, 500], num_classes=10, T=8)
-    train_ff(net, x_train, y_train, epochs=60, negatives="hard")
+    net = FFNet([64, 500, 500], num_classes=10, T=8)                # LIF layers, direct input current
+    train_ff(net, x_train, y_train, epochs=30)                      # joint schedule, hard negatives
     accuracy = (net.predict(x_test) == y_test).float().mean()       # goodness readout
 
 The names below are loaded on first use (PEP 562): ``sjconv.ff.options`` (the choices the

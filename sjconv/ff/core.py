@@ -115,8 +115,8 @@ class FFNet(nn.Module):
     """
 
     def __init__(self, dims: Sequence[int], num_classes: int = 10, T: int = 8, tau: float = 2.0,
-                 v_threshold: float = 0.5, goodness_threshold: float = 0.1, coding: str = "poisson",
-                 spiking: bool = True, sharpness: float = 1.0):
+                 v_threshold: float = 0.5, goodness_threshold: float = 0.1, coding: str = "direct",
+                 spiking: bool = True, sharpness: float = 10.0):
         super().__init__()
         check_dims(dims, num_classes)
         if T < 1:

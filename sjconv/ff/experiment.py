@@ -31,7 +31,7 @@ def ff_network(settings: Mapping, classes: int, spiking: bool = True) -> FFNet:
                      v_threshold=settings["v_threshold"], goodness_threshold=settings["goodness_threshold"],
                      coding=settings["encoding"], sharpness=settings["sharpness"])
     return FFNet(settings["dims"], classes, T=1, coding="direct", spiking=False,
-                 goodness_threshold=settings["relu_goodness_threshold"])
+                 goodness_threshold=settings["relu_goodness_threshold"], sharpness=1.0)
 
 
 def _timed(fn, *args, **kwargs):

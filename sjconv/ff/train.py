@@ -75,8 +75,8 @@ def ff_step(net: FFNet, optimizers: Sequence[torch.optim.Optimizer], x_pos: torc
     return losses
 
 
-def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 64, lr: float = 3e-3,
-             schedule: str = "joint", negatives: str = "random", seed: int = 0, hard_temperature: float = 1.0,
+def train_ff(net: FFNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 64, lr: float = 1e-2,
+             schedule: str = "joint", negatives: str = "hard", seed: int = 0, hard_temperature: float = 1.0,
              hard_every: int = 1, skip_first: bool = False,
              optimizers: Optional[Sequence[torch.optim.Optimizer]] = None, start_epoch: int = 0,
              on_epoch: Optional[Callable[[int, Dict], None]] = None) -> List[Dict]:
