@@ -195,7 +195,7 @@ def test_benchmark_script_smoke(tmp_path):
     assert (tmp_path / "bench.md").read_text().startswith("| model | test % | train % | seconds |")
 
 
-@pytest.mark.slow   # the full default run: about 4 minutes on a loaded 2-core machine
+@pytest.mark.slow   # the full default run: about 70 s on an idle 2-core CPU, up to 10 min on a loaded one
 def test_default_digits_run_meets_the_targets(tmp_path, capsys):
     assert train_ff.cli(["--out", str(tmp_path / "ff")]) == 0
     test = json.loads((tmp_path / "ff.json").read_text())["test_accuracy"]
