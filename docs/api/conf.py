@@ -43,6 +43,7 @@ sjconv_api_modules = [
     "sjconv.modelcheck",
     "sjconv.models",
     "sjconv.data",
+    "sjconv.ff",
     "sjconv.distributed",
     "sjconv.experiment",
     "sjconv.train",
