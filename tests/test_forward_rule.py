@@ -103,9 +103,9 @@ def test_single_step_conversion_of_a_mixing_forward_approaches_the_ann():
 def test_the_independence_probe_finds_mixing_that_no_single_operation_shows(monkeypatch):
     """The probe is the backstop of the operation table: with flip() allowed whatever its dims,
     changing one sample (or permuting the batch) still shows the mixing."""
-    from sjconv import modelcheck
+    from sjconv import forward_rule
 
-    monkeypatch.setitem(modelcheck.ALLOWED, "flip", lambda call: None)
+    monkeypatch.setitem(forward_rule.ALLOWED, "flip", lambda call: None)
     ann, _ = _net(flip_batch)
     with pytest.raises(ConversionError, match=r"Net_flip_batch mixes the samples of its batch \(with the batch permuted and sample 1 changed, "
                        r"the outputs of the other samples changed.*step_mode='s'"):

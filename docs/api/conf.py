@@ -41,6 +41,7 @@ sjconv_api_modules = [
     "sjconv.qcfs",
     "sjconv.activations",
     "sjconv.modelcheck",
+    "sjconv.forward_rule",
     "sjconv.models",
     "sjconv.data",
     "sjconv.ff",
