@@ -40,12 +40,9 @@ _WIDENS_TO = {torch.float16: (torch.float32, torch.float64), torch.bfloat16: (to
 
 
 # ------------------------------------------------------------------------------ step counts
-_whole = is_whole_number
-
-
 def check_steps_count(value, name: str = "T") -> int:
     """``value`` as an int if it is a whole number >= 1 (an int, not a float, str or bool)."""
-    if not _whole(value):
+    if not is_whole_number(value):
         hint = "; for several values of T use sjconv.analysis.error_vs_T" if name == "T" and \
             isinstance(value, (list, tuple)) else ""
         raise ConfigError(f"{name} must be a whole number of time steps >= 1, got {value!r} "
@@ -58,9 +55,9 @@ def check_steps_count(value, name: str = "T") -> int:
 def check_step_list(T, name: str = "T") -> List[int]:
     """One whole number >= 1, or an iterable of them, as a sorted list without repeats. A string
     is refused (it is iterable: ``"16"`` would otherwise be read as 1 and 6)."""
-    if isinstance(T, (str, bytes)) or not (_whole(T) or isinstance(T, Iterable)):
+    if isinstance(T, (str, bytes)) or not (is_whole_number(T) or isinstance(T, Iterable)):
         raise ConfigError(f"{name} must be a whole number >= 1 or a list of them, got {T!r} ({type(T).__name__})")
-    values = [T] if _whole(T) else list(T)
+    values = [T] if is_whole_number(T) else list(T)
     if not values:
         raise ConfigError(f"{name} must name at least one number of time steps, got {T!r}")
     return sorted({check_steps_count(t, name) for t in values})

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import encoding, neuron, surrogate
 
 from ..errors import ConfigError
+from ..guards import check_steps_count
 from .options import ENCODINGS
 
 #: added to the RMS of :func:`rms_normalize` (a sample with no input spike at all stays zero)
@@ -119,8 +120,7 @@ class FFNet(nn.Module):
                  spiking: bool = True, sharpness: float = 10.0):
         super().__init__()
         check_dims(dims, num_classes)
-        if T < 1:
-            raise ConfigError(f"T must be >= 1, got {T}")
+        T = check_steps_count(T)
         if not goodness_threshold > 0:
             raise ConfigError(f"goodness_threshold must be > 0, got {goodness_threshold}")
         if coding not in ENCODINGS:
