@@ -1,14 +1,14 @@
 """Shared helpers of the benchmark scripts: timing, peak memory, JSON + markdown output written
 after every row (:class:`Results`), and a stop by SIGINT/SIGTERM that keeps what was measured."""
 
-import json
-import os
 import platform
 import signal
 import time
 from typing import Callable, Dict, List, Sequence
 
 import torch
+
+from sjconv.report import atomic_path, write_json
 
 
 def device_info(device: torch.device) -> Dict:
@@ -216,9 +216,8 @@ class Results:
 
 
 def write_outputs(prefix: str, payload: Dict, table: str) -> None:
-    """``PREFIX.json`` (everything) and ``PREFIX.md`` (the table), directories created as needed."""
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    for suffix, text in ((".json", json.dumps(payload, indent=2) + "\n"), (".md", table + "\n")):
-        with open(prefix + suffix + ".tmp", "w") as f:   # whole files only: a stop mid-write keeps the last one
-            f.write(text)
-        os.replace(prefix + suffix + ".tmp", prefix + suffix)
+    """``PREFIX.json`` (everything) and ``PREFIX.md`` (the table), directories created as needed,
+    each written whole (:func:`sjconv.report.atomic_path`): a stop mid-write keeps the last one."""
+    write_json(prefix + ".json", payload)
+    with atomic_path(prefix + ".md") as tmp, open(tmp, "w") as f:
+        f.write(table + "\n")
